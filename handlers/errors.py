@@ -1,0 +1,68 @@
+"""Why a job failed, in words a person understands, and whether trying again could help."""
+
+from __future__ import annotations
+
+import errno
+
+PERMANENT_TYPES = frozenset(
+    {
+        "unsupported_format",
+        "corrupt",
+        "ocr_required",
+        "models_missing",
+        "missing_dependency",
+        "unsafe_path",
+        "conversion_failed",
+    }
+)
+
+
+class JobError(Exception):
+    """A failure with an error type (an identifier), a human sentence and a retry hint."""
+
+    def __init__(self, type: str, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.type = type
+        self.message = message
+        self.retryable = retryable
+
+    def as_dict(self) -> dict[str, object]:
+        return {"type": self.type, "message": self.message, "retryable": self.retryable}
+
+
+def models_missing(what: str) -> JobError:
+    return JobError(
+        "models_missing",
+        f"{what} needs docling's layout/OCR models (PyTorch), which this installation does "
+        "not include. Install them (see 'Images and scanned documents' in the README) "
+        "or convert the file to a PDF with a text layer first.",
+    )
+
+
+def classify(exc: BaseException) -> JobError:
+    """Turn an unexpected exception from the conversion into a JobError."""
+    if isinstance(exc, JobError):
+        return exc
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "torch":
+        return models_missing("This document")
+    if isinstance(exc, ImportError):
+        return JobError(
+            "missing_dependency",
+            f"A converter component is not installed: {exc}",
+        )
+    if isinstance(exc, MemoryError):
+        return JobError("out_of_memory", "The conversion ran out of memory.", retryable=True)
+    if isinstance(exc, OSError):
+        return os_error(exc)
+    return JobError(
+        "internal_error",
+        f"The converter raised {type(exc).__name__}: {exc}",
+        retryable=True,
+    )
+
+
+def os_error(exc: OSError) -> JobError:
+    """I/O errors are transient (disk full, permissions fixed later, a flaky share)."""
+    if exc.errno == errno.ENOSPC:
+        return JobError("disk_full", "The output disk is full; the job will be retried.", True)
+    return JobError("io_error", f"{exc.strerror or exc} ({exc.filename or 'no file'})", True)

@@ -1,0 +1,45 @@
+"""The converted document written as `<rel>.<ext>` files that mirror the input tree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from handlers.atomic import safe_join, write_atomic
+
+if TYPE_CHECKING:
+    from docling_core.types.doc import DoclingDocument
+
+EXTENSIONS = {"md": "md", "json": "json", "html": "html", "text": "txt", "doctags": "doctags"}
+
+
+def render(document: DoclingDocument, fmt: str) -> str:
+    if fmt == "md":
+        return document.export_to_markdown()
+    if fmt == "json":
+        return json.dumps(document.export_to_dict(), ensure_ascii=False)
+    if fmt == "html":
+        return document.export_to_html()
+    if fmt == "text":
+        return document.export_to_text()
+    if fmt == "doctags":
+        return document.export_to_doctags()
+    raise ValueError(f"unknown output format {fmt!r}")
+
+
+def output_path(output_dir: Path, rel: str, fmt: str) -> Path:
+    """`report.pdf` -> `report.pdf.md`: the full name is kept so siblings never collide."""
+    return safe_join(output_dir, f"{rel}.{EXTENSIONS[fmt]}")
+
+
+def write_outputs(
+    document: DoclingDocument, output_dir: Path, rel: str, formats: tuple[str, ...]
+) -> dict[str, str]:
+    """Write every requested format atomically; returns format -> path relative to output_dir."""
+    written: dict[str, str] = {}
+    for fmt in formats:
+        target = output_path(output_dir, rel, fmt)
+        write_atomic(target, render(document, fmt).encode("utf-8", "surrogateescape"))
+        written[fmt] = target.relative_to(output_dir).as_posix()
+    return written

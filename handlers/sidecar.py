@@ -1,0 +1,87 @@
+"""The status sidecar `<rel>.status.json`: the record of one job, always valid JSON."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ValidationError
+
+from handlers.atomic import safe_join, write_atomic
+
+SCHEMA_VERSION = 1
+SUFFIX = ".status.json"
+State = Literal["pending", "processing", "completed", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+class JobStatus(BaseModel):
+    """One job's record; field names are the output contract documented in the README."""
+
+    schema_version: int = SCHEMA_VERSION
+    job_id: str
+    source: str
+    sha256: str
+    size_bytes: int
+    state: State = "pending"
+    progress: int = 0
+    pages_done: int | None = None
+    pages_total: int | None = None
+    priority: int = 0
+    attempts: int = 0
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    updated_at: str
+    input_format: str | None = None
+    outputs: dict[str, str] = {}
+    pages: int | None = None
+    duration_s: float | None = None
+    error: dict[str, object] | None = None
+    warnings: list[str] = []
+    docling_version: str | None = None
+    worker: str | None = None
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def sidecar_path(output_dir: Path, rel: str) -> Path:
+    return safe_join(output_dir, rel + SUFFIX)
+
+
+def read_status(sidecar: Path) -> JobStatus | None:
+    """The recorded status, or None when there is none (or it cannot be read as one)."""
+    try:
+        return JobStatus.model_validate_json(sidecar.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (ValidationError, ValueError, OSError):
+        # A sidecar from a future schema or damaged by hand: treat the job as unknown,
+        # so it is converted again and the sidecar rewritten.
+        return None
+
+
+def write_status(sidecar: Path, status: JobStatus) -> JobStatus:
+    """Stamp `updated_at` and replace the sidecar atomically."""
+    status.updated_at = now_iso()
+    # ensure_ascii keeps file names with undecodable bytes (surrogate escapes) valid JSON.
+    data = json.dumps(status.model_dump(), ensure_ascii=True, indent=2) + "\n"
+    write_atomic(sidecar, data.encode("ascii"))
+    return status
+
+
+def new_status(rel: str, job_id: str, sha256: str, size: int, priority: int) -> JobStatus:
+    stamp = now_iso()
+    return JobStatus(
+        job_id=job_id,
+        source=rel,
+        sha256=sha256,
+        size_bytes=size,
+        priority=priority,
+        created_at=stamp,
+        updated_at=stamp,
+    )

@@ -1,0 +1,1 @@
+"""The processes around one file's journey: settings, logging, queue, observer, workers, CLI."""

@@ -1,0 +1,41 @@
+"""`hotfolder work`: the huey consumer with process workers, each holding a warm converter."""
+
+from __future__ import annotations
+
+import signal
+
+import structlog
+
+from watcher.queue import build_queue
+from watcher.settings import Settings
+
+log = structlog.get_logger("hotfolder.work")
+
+
+def run_work(settings: Settings) -> int:
+    """Consume until SIGINT or SIGTERM, both graceful: running jobs finish within
+    `workers.shutdown_timeout`, then are interrupted and put back in the queue."""
+    # Imported once here so every forked worker starts with docling already loaded.
+    import docling.document_converter  # noqa: F401
+
+    queue = build_queue(settings)
+    consumer = queue.huey.create_consumer(
+        workers=settings.worker_count,
+        worker_type="process",
+        initial_delay=0.1,
+        backoff=1.15,
+        max_delay=settings.workers.poll_max_delay,
+        periodic=False,
+        check_worker_health=True,
+        health_check_interval=1,
+        shutdown_timeout=settings.workers.shutdown_timeout,
+        graceful_signal="INT",
+    )
+    # Workers ignore SIGINT (the graceful signal) and raise on SIGTERM, so huey's parent
+    # interrupts them with SIGTERM after the timeout. For the parent itself SIGTERM (what
+    # systemd sends) must be graceful too; `KillMode=mixed` keeps it away from the workers.
+    consumer._signal_actions[signal.SIGTERM] = (False, True)
+    log.info("work.started", workers=settings.worker_count, queue=queue.depth())
+    consumer.run()
+    log.info("work.stopped")
+    return 0

@@ -1,0 +1,32 @@
+"""Which paths in the input tree are never documents: temp, partial, system and our own files."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePath
+
+# Dotfiles also cover rsync's `.name.XXXXXX` temp files and `.DS_Store`.
+DEFAULT_PATTERNS = (".*", "~$*", "*.part", "*.crdownload", "*.tmp", "Thumbs.db", "desktop.ini")
+
+
+class IgnoreRules:
+    """Default patterns plus the user's, matched against every path component and the whole
+    relative path; the output and state dirs are ignored when they sit inside the input dir."""
+
+    def __init__(self, input_dir: Path, patterns: list[str], excluded: list[Path]) -> None:
+        self.input_dir = input_dir
+        self.patterns = (*DEFAULT_PATTERNS, *patterns)
+        self.excluded = [path for path in excluded if path.is_relative_to(input_dir)]
+
+    def ignored(self, path: Path) -> bool:
+        try:
+            rel = PurePath(path).relative_to(self.input_dir)
+        except ValueError:
+            return True
+        if any(PurePath(path).is_relative_to(excluded) for excluded in self.excluded):
+            return True
+        rel_text = rel.as_posix()
+        for pattern in self.patterns:
+            if fnmatchcase(rel_text, pattern) or any(fnmatchcase(p, pattern) for p in rel.parts):
+                return True
+        return False

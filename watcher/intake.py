@@ -1,0 +1,59 @@
+"""A settled file enters the queue: unless its current content already has a sidecar,
+it gets a `pending` sidecar and then a task."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import structlog
+
+from handlers.sidecar import TERMINAL, new_status, read_status, sidecar_path, write_status
+from handlers.source import digest, job_id
+from watcher.queue import Queue
+from watcher.settings import Settings
+
+log = structlog.get_logger("hotfolder.intake")
+
+
+class Intake:
+    def __init__(self, settings: Settings, queue: Queue) -> None:
+        self.input_dir = settings.input_dir
+        self.output_dir = settings.output_dir
+        self.priority = settings.queue.default_priority
+        self.enqueue_timeout = settings.queue.enqueue_timeout
+        self.queue = queue
+
+    def submit(self, path: Path, queued: frozenset[str] | None = None) -> str:
+        """Hand `path` on; returns what happened. `queued` is the queue snapshot of a scan
+        (None for a live event, where a job already pending for this content is left alone)."""
+        if not self.eligible(path):
+            return "ineligible"
+        rel = os.fsdecode(path.relative_to(self.input_dir))
+        sha, size = digest(path)
+        sidecar = sidecar_path(self.output_dir, rel)
+        recorded = read_status(sidecar)
+        if recorded and recorded.sha256 == sha:
+            if recorded.state in TERMINAL:
+                log.info("intake.unchanged", source=rel, state=recorded.state)
+                return "unchanged"
+            if queued is None or rel in queued:
+                return "in_flight"
+        status = new_status(rel, job_id(rel, sha), sha, size, self.priority)
+        if recorded and recorded.job_id == status.job_id:
+            status.created_at, status.attempts = recorded.created_at, recorded.attempts
+        write_status(sidecar, status)
+        self.queue.enqueue(rel, self.priority, self.enqueue_timeout)
+        log.info("job.pending", source=rel, job_id=status.job_id, size_bytes=size)
+        return "enqueued"
+
+    def eligible(self, path: Path) -> bool:
+        """A regular file whose real location is inside the input dir (no symlink escapes)."""
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            return False
+        if not stat.S_ISREG(mode):
+            return False
+        return path.resolve().is_relative_to(self.input_dir.resolve())

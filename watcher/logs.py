@@ -1,0 +1,56 @@
+"""structlog set up once per process: JSON lines off a TTY (journald), readable on a TTY.
+
+huey's and watchdog's stdlib loggers go through the same formatter.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from watcher.settings import LogConfig
+
+SHARED: list[structlog.types.Processor] = [
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+
+
+def configure_logging(config: LogConfig, process: str) -> None:
+    """Route structlog and stdlib logging to stdout in one format, tagged with `process`."""
+    as_json = config.format == "json" or (config.format == "auto" and not sys.stdout.isatty())
+    def tag(_: object, __: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+        event.setdefault("process", process)
+        return event
+
+    shared = [*SHARED, tag]
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.level.upper())
+    # docling logs every document at INFO; keep its warnings, drop the chatter.
+    # huey logs every task twice at INFO; the job.* events already say it once.
+    for noisy in ("docling", "docling_core", "docling_parse", "watchdog", "PIL", "huey"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("huey.consumer").setLevel(root.level)

@@ -1,0 +1,156 @@
+"""The watchdog observer and the settle tracker between it and the queue.
+
+The observer callback only filters and hands paths on; the tracker waits until a file's
+size and mtime have stopped changing for `settle_seconds`, then hands it to intake.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from watcher.ignore import IgnoreRules
+from watcher.settings import WatchConfig
+
+log = structlog.get_logger("hotfolder.observer")
+Settled = Callable[[Path, "frozenset[str] | None"], object]
+HANDED_ON = ("created", "modified", "moved", "closed")
+RETRY_PAUSE = 30.0
+
+
+@dataclass
+class Tracked:
+    signature: tuple[int, int] | None
+    since: float
+    queued: frozenset[str] | None
+
+
+class SettleTracker:
+    """Tracks files until they are stable; no give-up counter, a changing file is just
+    tracked longer. Directories (moved-in folders, the startup scan) are expanded here."""
+
+    def __init__(self, settle_seconds: float, rules: IgnoreRules, on_settled: Settled) -> None:
+        self.settle_seconds = settle_seconds
+        self.rules = rules
+        self.on_settled = on_settled
+        self.inbox: queue.SimpleQueue[tuple[Path, frozenset[str] | None]] = queue.SimpleQueue()
+        self.tracked: dict[Path, Tracked] = {}
+        self.tick = min(max(settle_seconds / 4, 0.05), 0.25)
+
+    def notify(self, path: Path, queued: frozenset[str] | None = None) -> None:
+        """Thread-safe and cheap: called from the observer thread."""
+        self.inbox.put((path, queued))
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.tick):
+            self.drain()
+            self.check(time.monotonic())
+
+    def drain(self) -> None:
+        while True:
+            try:
+                path, queued = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if path.is_dir() and not path.is_symlink():
+                for file in self.walk(path):
+                    self.track(file, queued)
+            else:
+                self.track(path, queued)
+
+    def track(self, path: Path, queued: frozenset[str] | None) -> None:
+        previous = self.tracked.get(path)
+        if previous and previous.queued is None:
+            queued = None  # a live event since the scan: treat it as new activity
+        # Every event restarts the quiet period.
+        self.tracked[path] = Tracked(None, time.monotonic(), queued)
+
+    def walk(self, top: Path) -> list[Path]:
+        files: list[Path] = []
+        for folder, dirs, names in os.walk(top):
+            base = Path(folder)
+            dirs[:] = [d for d in dirs if not self.rules.ignored(base / d)]
+            files.extend(base / n for n in names if not self.rules.ignored(base / n))
+        return files
+
+    def check(self, now: float) -> None:
+        for path, entry in list(self.tracked.items()):
+            signature = self.signature(path)
+            if signature is None:
+                del self.tracked[path]  # deleted or renamed away before it settled
+            elif signature != entry.signature:
+                entry.signature, entry.since = signature, now
+            elif now - entry.since >= self.settle_seconds:
+                del self.tracked[path]
+                self.hand_on(path, entry.queued)
+
+    def hand_on(self, path: Path, queued: frozenset[str] | None) -> None:
+        try:
+            self.on_settled(path, queued)
+        except Exception:  # per-file boundary: one bad file must not blind the watcher
+            log.exception("watch.intake_failed", path=os.fsdecode(path))
+            # Not enqueued: look at it again after a pause (a full disk, a locked queue).
+            self.tracked[path] = Tracked(self.signature(path), time.monotonic() + RETRY_PAUSE, queued)
+
+    @staticmethod
+    def signature(path: Path) -> tuple[int, int] | None:
+        try:
+            info = path.stat()
+        except OSError:
+            return None
+        return info.st_size, info.st_mtime_ns
+
+
+class Handoff(FileSystemEventHandler):
+    """The watchdog callback: filter, hand on, never raise (that kills the observer thread)."""
+
+    def __init__(self, tracker: SettleTracker, rules: IgnoreRules) -> None:
+        self.tracker = tracker
+        self.rules = rules
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            if event.event_type not in HANDED_ON:
+                return
+            if event.is_directory and event.event_type == "modified":
+                return
+            raw = event.dest_path if event.event_type == "moved" else event.src_path
+            path = Path(os.fsdecode(raw))
+            if not self.rules.ignored(path):
+                self.tracker.notify(path)
+        except Exception:  # per-event boundary, see the class docstring
+            log.exception("watch.event_failed", event=repr(event))
+
+
+def start_observer(config: WatchConfig, input_dir: Path, handler: Handoff) -> BaseObserver:
+    """Native inotify by default; polling when configured or when inotify runs out of watches."""
+    if config.observer == "native":
+        observer: BaseObserver = Observer()
+        observer.schedule(handler, str(input_dir), recursive=config.recursive)
+        try:
+            observer.start()
+            return observer
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                raise
+            log.warning(
+                "watch.inotify_exhausted",
+                error=str(exc),
+                hint="raise fs.inotify.max_user_watches; falling back to polling",
+            )
+    observer = PollingObserver(timeout=config.polling_interval)
+    observer.schedule(handler, str(input_dir), recursive=config.recursive)
+    observer.start()
+    return observer

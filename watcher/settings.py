@@ -1,0 +1,162 @@
+"""Configuration: config.toml, overridden by HOTFOLDER_<SECTION>__<KEY> environment variables."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from handlers.converter import ConversionOptions
+from handlers.outputs import EXTENSIONS
+
+EX_CONFIG = 78
+
+
+class ConfigError(Exception):
+    """A missing or invalid configuration; the CLI prints it on one line and exits 78."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PathsConfig(Section):
+    input: Path = Path("input")
+    output: Path = Path("output")
+    state: Path = Path("state")
+
+
+class WatchConfig(Section):
+    observer: Literal["native", "polling"] = "native"
+    polling_interval: float = Field(2.0, gt=0)
+    settle_seconds: float = Field(2.0, ge=0)
+    recursive: bool = True
+    ignore: list[str] = []
+
+
+class WorkersConfig(Section):
+    count: int = Field(0, ge=0)
+    poll_max_delay: float = Field(1.0, gt=0)
+    shutdown_timeout: float = Field(60.0, gt=0)
+
+
+class QueueConfig(Section):
+    default_priority: int = 0
+    enqueue_timeout: float = Field(30.0, gt=0)
+
+
+class ConversionConfig(Section):
+    to: list[str] = ["md", "json"]
+    pdf_pipeline: Literal["native", "standard"] = "native"
+    page_images: bool = False
+    document_timeout: float = Field(0.0, ge=0)
+    progress_interval: float = Field(1.0, ge=0)
+
+    @field_validator("to")
+    @classmethod
+    def known_formats(cls, value: list[str]) -> list[str]:
+        unknown = [fmt for fmt in value if fmt not in EXTENSIONS]
+        if unknown or not value:
+            raise ValueError(f"must be a non-empty list of {sorted(EXTENSIONS)}; got {value}")
+        return value
+
+    def options(self) -> ConversionOptions:
+        return ConversionOptions(
+            to=tuple(self.to),
+            pdf_pipeline=self.pdf_pipeline,
+            page_images=self.page_images,
+            document_timeout=self.document_timeout,
+            progress_interval=self.progress_interval,
+        )
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    """Every table of config.toml; paths are made absolute against the config file's folder."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HOTFOLDER_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    paths: PathsConfig = PathsConfig()
+    watch: WatchConfig = WatchConfig()
+    workers: WorkersConfig = WorkersConfig()
+    queue: QueueConfig = QueueConfig()
+    conversion: ConversionConfig = ConversionConfig()
+    log: LogConfig = LogConfig()
+    config_file: Path | None = Field(None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file arrives as init kwargs; the environment overrides it.
+        return env_settings, init_settings
+
+    @property
+    def input_dir(self) -> Path:
+        return self.paths.input
+
+    @property
+    def output_dir(self) -> Path:
+        return self.paths.output
+
+    @property
+    def state_dir(self) -> Path:
+        return self.paths.state
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers.count or os.cpu_count() or 1
+
+
+def load_settings(config_file: Path) -> Settings:
+    """Read and validate `config_file`; every problem becomes one ConfigError line."""
+    try:
+        raw = tomllib.loads(config_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {config_file}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_file}: not valid TOML: {exc}") from None
+    try:
+        settings = Settings(**raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{config_file}: {describe(exc)}") from None
+    return anchor_paths(settings, config_file)
+
+
+def describe(exc: ValidationError) -> str:
+    """`workers.count: Input should be greater than or equal to 0 (got -1)` for the first error."""
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key{more}"
+    return f"{key}: {error['msg']} (got {error.get('input')!r}){more}"
+
+
+def anchor_paths(settings: Settings, config_file: Path) -> Settings:
+    base = config_file.resolve().parent
+    paths = settings.paths
+    settings.paths = PathsConfig(
+        input=(base / paths.input).resolve(),
+        output=(base / paths.output).resolve(),
+        state=(base / paths.state).resolve(),
+    )
+    settings.config_file = config_file.resolve()
+    return settings
