@@ -44,7 +44,7 @@ def build_converter(options: ConversionOptions) -> DocumentConverter:
             pipeline_cls=NativePdfPipeline,
             pipeline_options=NativePdfPipelineOptions(
                 generate_page_images=options.page_images,
-                generate_picture_images=options.page_images,
+                generate_picture_images=False,
                 document_timeout=timeout,
             ),
         )

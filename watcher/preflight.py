@@ -15,6 +15,7 @@ def prepare_dirs(settings: Settings) -> None:
         "paths.output": settings.output_dir,
         "paths.state": settings.state_dir,
     }
+    check_apart(dirs)
     for key, path in dirs.items():
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -22,7 +23,6 @@ def prepare_dirs(settings: Settings) -> None:
             raise ConfigError(f"{key}: cannot create {path}: {exc.strerror}") from None
         if not os.access(path, os.W_OK | os.X_OK):
             raise ConfigError(f"{key}: {path} is not writable by this user")
-    check_apart(dirs)
 
 
 def check_apart(dirs: dict[str, Path]) -> None:

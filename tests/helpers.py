@@ -1,0 +1,223 @@
+"""Test helpers: bounded waiting, the real corpus, and the real daemon in subprocesses."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("HOTFOLDER_CORPUS", REPO.parent / "shared" / "corpus"))
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str = "condition") -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def corpus(rel: str) -> Path:
+    path = CORPUS / rel
+    assert path.is_file(), f"corpus file missing: {path} (is ../shared/corpus beside the repo?)"
+    return path
+
+
+def manifest() -> list[dict[str, str]]:
+    with (CORPUS / "MANIFEST.tsv").open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def offline_rows() -> list[dict[str, str]]:
+    """Rows that convert offline: SUCCESS in the reference install, plus ODF and email,
+    which the manifest notes convert once their extras (which we install) are added.
+    Scanned PDFs are left out: without OCR they hold no text, and hotfolder fails them."""
+    return [
+        row
+        for row in manifest()
+        if (row["status"] == "SUCCESS" or extra_success(row)) and not scanned(row)
+    ]
+
+
+def scanned(row: dict[str, str]) -> bool:
+    return row["notes"].startswith("scanned PDF")
+
+
+def extra_success(row: dict[str, str]) -> bool:
+    return row["status"] == "EXCEPTION" and "added: " in row["notes"] and " SUCCESS" in row["notes"]
+
+
+def read_sidecar(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def descendants(pid: int) -> list[int]:
+    """All live descendant pids of `pid`, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass
+class Daemon:
+    """A hotfolder process (`run`, `watch` or `work`) on a tmp folder with its own config."""
+
+    root: Path
+    command: str = "run"
+    config: dict[str, dict[str, object]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log_file: Path | None = None
+    tree: list[int] = field(default_factory=list)
+
+    @property
+    def input(self) -> Path:
+        return self.root / "input"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.toml"
+
+    def write_config(self) -> None:
+        base = {
+            "watch": {"settle_seconds": 0.5},
+            "workers": {"count": 2, "poll_max_delay": 0.25, "shutdown_timeout": 20},
+            "conversion": {"progress_interval": 0.2},
+            "log": {"format": "json"},
+        }
+        for section, values in self.config.items():
+            base.setdefault(section, {}).update(values)
+        lines = []
+        for section, values in base.items():
+            lines.append(f"[{section}]")
+            lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
+        self.config_file.write_text("\n".join(lines) + "\n")
+
+    def start(self) -> Daemon:
+        self.write_config()
+        self.input.mkdir(parents=True, exist_ok=True)
+        self.log_file = self.root / f"{self.command}.log"
+        self.process = subprocess.Popen(
+            hotfolder_argv("--config", str(self.config_file), self.command),
+            stdout=self.log_file.open("ab"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            cwd=self.root,
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file else ""
+
+    def events(self, name: str) -> list[dict]:
+        found = []
+        for line in self.log().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("event") == name:
+                found.append(record)
+        return found
+
+    def sidecar(self, rel: str) -> dict | None:
+        return read_sidecar(self.output / f"{rel}.status.json")
+
+    def wait_state(self, rel: str, states: tuple[str, ...], timeout: float = 60) -> dict:
+        def reached() -> dict | None:
+            self.check_running()
+            status = self.sidecar(rel)
+            return status if status and status["state"] in states else None
+
+        return wait_for(reached, timeout, f"{rel} to reach {states}")
+
+    def wait_terminal(self, rel: str, timeout: float = 60) -> dict:
+        return self.wait_state(rel, ("completed", "failed", "cancelled"), timeout)
+
+    def check_running(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(
+                f"hotfolder {self.command} exited with {self.process.returncode}:\n{self.log()[-4000:]}"
+            )
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> int:
+        """Stop gracefully; fail if it does not exit in time or leaves processes behind."""
+        assert self.process is not None
+        self.tree = descendants(self.process.pid)
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"hotfolder {self.command} did not stop:\n{self.log()[-4000:]}")
+        wait_for(lambda: not any(alive(pid) for pid in self.tree), 15, "child processes to exit")
+        return code
+
+    def kill(self) -> None:
+        """Last-resort cleanup: SIGKILL the daemon and everything it started."""
+        if self.process is None:
+            return
+        pids = descendants(self.process.pid) + self.tree
+        for pid in [self.process.pid, *pids]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(10)
+
+
+def hotfolder_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "watcher.cli", *args]
+
+
+def drop(source: Path, target: Path) -> Path:
+    """Copy a file in the way a script would: write to a hidden temp name, then rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.parent / f".{target.name}.part"
+    temp.write_bytes(source.read_bytes())
+    os.replace(temp, target)
+    return target
