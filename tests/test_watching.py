@@ -127,3 +127,41 @@ def test_sigint_stops_everything_cleanly(make_daemon) -> None:
     states = [daemon.sidecar(f"r{i}.pdf") for i in range(6)]
     assert all(s is None or s["state"] in ("pending", "completed") for s in states), states
     assert daemon.tree, "run had no children to stop"
+
+
+def test_stop_timeout_puts_running_jobs_back_and_restart_finishes_them(
+    make_daemon, tmp_path
+) -> None:
+    import json
+    import subprocess
+
+    from tests.helpers import hotfolder_argv
+
+    names = [f"r{i}.pdf" for i in range(8)]
+    daemon = make_daemon("run", config={"workers": {"shutdown_timeout": 0.2, "count": 1}})
+    for name in names:
+        drop(corpus("pdf/redp5110_sampled.pdf"), daemon.input / name)
+    wait_for(
+        lambda: any((daemon.sidecar(n) or {}).get("state") == "processing" for n in names),
+        60,
+        "a job to be processing",
+    )
+    assert daemon.stop() == 0
+    states = {n: (daemon.sidecar(n) or {}).get("state") for n in names}
+    assert "processing" not in states.values(), states
+    pending = [n for n, s in states.items() if s == "pending"]
+    assert pending, states
+    report = json.loads(
+        subprocess.run(
+            hotfolder_argv("--config", str(daemon.config_file), "status", "--json"),
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )
+    assert report["queue_depth"] == len(pending), (report, states)
+
+    again = make_daemon("run", root=tmp_path)
+    for name in names:
+        assert again.wait_terminal(name, timeout=120)["state"] == "completed", name
+    assert again.stop() == 0
+    # Both runs log to the same file: every document completed exactly once overall.
+    assert sorted(e["source"] for e in again.events("job.completed")) == sorted(names)

@@ -18,7 +18,7 @@ from huey.signals import SIGNAL_INTERRUPTED
 
 from watcher.settings import Settings
 
-TASK_NAME = "hotfolder.convert"
+TASK_NAME = "hotfolder.convert"  # stored as "watcher.worker.hotfolder.convert"
 QUEUE_NAME = "hotfolder"
 log = structlog.get_logger("hotfolder.queue")
 
@@ -49,9 +49,10 @@ class Queue:
     def queued_sources(self) -> set[str]:
         """Relative paths with a task waiting in the queue (read without running anything)."""
         sources: set[str] = set()
+        name = self.huey._registry.task_to_string(self.convert.task_class)
         for raw in self.huey.storage.enqueued_items():
             message = self.huey.serializer.deserialize(raw)
-            if message.name == self.convert.name and message.args:
+            if message.name == name and message.args:
                 sources.add(message.args[0])
         return sources
 
