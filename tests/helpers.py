@@ -214,6 +214,15 @@ def hotfolder_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "watcher.cli", *args]
 
 
+def status_json(config_file: Path) -> dict:
+    """What `hotfolder status --json` reports."""
+    done = subprocess.run(
+        hotfolder_argv("--config", str(config_file), "status", "--json"),
+        capture_output=True, text=True, check=True, timeout=60,
+    )
+    return json.loads(done.stdout)
+
+
 def drop(source: Path, target: Path) -> Path:
     """Copy a file in the way a script would: write to a hidden temp name, then rename."""
     target.parent.mkdir(parents=True, exist_ok=True)

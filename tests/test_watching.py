@@ -8,7 +8,7 @@ import os
 import shutil
 import time
 
-from tests.helpers import corpus, drop, wait_for
+from tests.helpers import corpus, drop, read_sidecar, status_json, wait_for
 
 PDF = "pdf/multi_page.pdf"
 DOCX = "docx/word_sample.docx"
@@ -99,19 +99,11 @@ def test_junk_is_ignored_and_bad_files_fail_without_disturbing_others(
 
 
 def test_watcher_alone_shows_pending_then_workers_complete(make_daemon, tmp_path) -> None:
-    from tests.helpers import hotfolder_argv
-    import json
-    import subprocess
-
     watch = make_daemon("watch")
     drop(corpus(DOCX), watch.input / "queued.docx")
     pending = watch.wait_state("queued.docx", ("pending",))
     assert pending["attempts"] == 0 and pending["progress"] == 0
-    status = subprocess.run(
-        hotfolder_argv("--config", str(watch.config_file), "status", "--json"),
-        capture_output=True, text=True, check=True,
-    )
-    report = json.loads(status.stdout)
+    report = status_json(watch.config_file)
     assert report["queue_depth"] == 1 and report["states"]["pending"] == 1
     work = make_daemon("work", root=tmp_path)
     assert watch.wait_terminal("queued.docx")["state"] == "completed"
@@ -132,11 +124,6 @@ def test_sigint_stops_everything_cleanly(make_daemon) -> None:
 def test_stop_timeout_puts_running_jobs_back_and_restart_finishes_them(
     make_daemon, tmp_path
 ) -> None:
-    import json
-    import subprocess
-
-    from tests.helpers import hotfolder_argv
-
     names = [f"r{i}.pdf" for i in range(8)]
     daemon = make_daemon("run", config={"workers": {"shutdown_timeout": 0.2, "count": 1}})
     for name in names:
@@ -151,12 +138,7 @@ def test_stop_timeout_puts_running_jobs_back_and_restart_finishes_them(
     assert "processing" not in states.values(), states
     pending = [n for n, s in states.items() if s == "pending"]
     assert pending, states
-    report = json.loads(
-        subprocess.run(
-            hotfolder_argv("--config", str(daemon.config_file), "status", "--json"),
-            capture_output=True, text=True, check=True,
-        ).stdout
-    )
+    report = status_json(daemon.config_file)
     assert report["queue_depth"] == len(pending), (report, states)
 
     again = make_daemon("run", root=tmp_path)
@@ -165,3 +147,27 @@ def test_stop_timeout_puts_running_jobs_back_and_restart_finishes_them(
     assert again.stop() == 0
     # Both runs log to the same file: every document completed exactly once overall.
     assert sorted(e["source"] for e in again.events("job.completed")) == sorted(names)
+
+
+def test_polling_observer_with_output_nested_in_input(make_daemon, tmp_path) -> None:
+    daemon = make_daemon(
+        "run",
+        config={
+            "paths": {"output": "input/results"},
+            "watch": {"observer": "polling", "polling_interval": 0.3},
+        },
+    )
+    drop(corpus(DOCX), daemon.input / "memo.docx")
+    results = daemon.input / "results"
+    status = wait_for(
+        lambda: (s := read_sidecar(results / "memo.docx.status.json")) and s["state"] == "completed" and s,
+        60,
+        "memo.docx to complete",
+    )
+    assert status["outputs"]["md"] == "memo.docx.md"
+    time.sleep(1.5)  # outputs inside the watched tree must never become jobs themselves
+    sidecars = sorted(p.relative_to(results).as_posix() for p in results.rglob("*.status.json"))
+    assert sidecars == ["memo.docx.status.json"]
+    assert "PollingObserver" in daemon.log()
+    assert daemon.stop() == 0
+

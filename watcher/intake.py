@@ -36,7 +36,9 @@ class Intake:
         recorded = read_status(sidecar)
         if recorded and recorded.sha256 == sha:
             if recorded.state in TERMINAL:
-                log.info("intake.unchanged", source=rel, state=recorded.state)
+                # A scan meets every finished file again; only a live re-drop is news.
+                emit = log.info if queued is None else log.debug
+                emit("intake.unchanged", source=rel, state=recorded.state)
                 return "unchanged"
             if queued is None or rel in queued:
                 return "in_flight"
