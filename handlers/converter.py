@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,9 +56,11 @@ def build_converter(options: ConversionOptions) -> DocumentConverter:
     return DocumentConverter(format_options={InputFormat.PDF: pdf})
 
 
-def convert(converter: DocumentConverter, source: Path, on_pages: Progress) -> ConversionResult:
+def convert(
+    converter: DocumentConverter, source: Path, on_pages: Progress, max_pages: int = 0
+) -> ConversionResult:
     """Convert `source`; a result that is not usable raises JobError."""
-    from docling.datamodel.base_models import ConversionStatus
+    from docling.datamodel.base_models import ConversionStatus, FailureCategory
     from docling.datamodel.progress import PageCompletedProgress
 
     def forward(event: object) -> None:
@@ -65,7 +68,12 @@ def convert(converter: DocumentConverter, source: Path, on_pages: Progress) -> C
             on_pages(event.completed_pages, event.total_pages)
 
     try:
-        result = converter.convert(source, raises_on_error=False, progress_callback=forward)
+        result = converter.convert(
+            source,
+            raises_on_error=False,
+            progress_callback=forward,
+            max_num_pages=max_pages or sys.maxsize,
+        )
     except Exception as exc:  # per-conversion boundary: docling backends raise anything
         error = classify(exc)
         if error.type == "models_missing" and source.suffix.lower() in IMAGE_SUFFIXES:
@@ -78,6 +86,9 @@ def convert(converter: DocumentConverter, source: Path, on_pages: Progress) -> C
             "docling did not recognise it as a supported document format.",
         )
     if result.status not in (ConversionStatus.SUCCESS, ConversionStatus.PARTIAL_SUCCESS):
+        if any(error.category == FailureCategory.POLICY for error in result.errors):
+            detail = "; ".join(error.error_message for error in result.errors)
+            raise JobError("too_large", f"{detail} (jobs.max_pages).")
         raise JobError("corrupt", failure_sentence(result))
     check_text_layer(result)
     return result

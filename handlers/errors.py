@@ -4,18 +4,6 @@ from __future__ import annotations
 
 import errno
 
-PERMANENT_TYPES = frozenset(
-    {
-        "unsupported_format",
-        "corrupt",
-        "ocr_required",
-        "models_missing",
-        "missing_dependency",
-        "unsafe_path",
-        "conversion_failed",
-    }
-)
-
 
 class JobError(Exception):
     """A failure with an error type (an identifier), a human sentence and a retry hint."""
@@ -66,3 +54,20 @@ def os_error(exc: OSError) -> JobError:
     if exc.errno == errno.ENOSPC:
         return JobError("disk_full", "The output disk is full; the job will be retried.", True)
     return JobError("io_error", f"{exc.strerror or exc} ({exc.filename or 'no file'})", True)
+
+
+def lost_worker(reason: str, hard_timeout: float) -> JobError:
+    """The job's worker process is gone: it crashed, or was killed for running too long."""
+    if reason == "timeout":
+        return JobError(
+            "timeout",
+            f"The conversion ran longer than jobs.hard_timeout ({hard_timeout:g} s); its "
+            "worker process was killed.",
+            retryable=True,
+        )
+    return JobError(
+        "worker_crashed",
+        "The worker process converting this file died (a crash in a native library, the "
+        "out-of-memory killer, or a kill signal).",
+        retryable=True,
+    )

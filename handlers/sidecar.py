@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+import os
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +27,7 @@ class JobStatus(BaseModel):
     source: str
     sha256: str
     size_bytes: int
+    mtime_ns: int | None = None
     state: State = "pending"
     progress: int = 0
     pages_done: int | None = None
@@ -40,13 +43,16 @@ class JobStatus(BaseModel):
     pages: int | None = None
     duration_s: float | None = None
     error: dict[str, object] | None = None
+    retry_at: str | None = None
+    disposition: str | None = None
     warnings: list[str] = []
     docling_version: str | None = None
     worker: str | None = None
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def now_iso(delay: float = 0.0) -> str:
+    moment = datetime.now(timezone.utc) + timedelta(seconds=delay)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def sidecar_path(output_dir: Path, rel: str) -> Path:
@@ -56,7 +62,8 @@ def sidecar_path(output_dir: Path, rel: str) -> Path:
 def read_status(sidecar: Path) -> JobStatus | None:
     """The recorded status, or None when there is none (or it cannot be read as one)."""
     try:
-        return JobStatus.model_validate_json(sidecar.read_bytes())
+        # json (not pydantic's parser) accepts the \udcxx escapes of undecodable file names.
+        return JobStatus.model_validate(json.loads(sidecar.read_bytes()))
     except FileNotFoundError:
         return None
     except (ValidationError, ValueError, OSError):
@@ -85,3 +92,11 @@ def new_status(rel: str, job_id: str, sha256: str, size: int, priority: int) -> 
         created_at=stamp,
         updated_at=stamp,
     )
+
+
+def iter_sidecars(output_dir: Path) -> Iterator[Path]:
+    """Every sidecar under `output_dir`, in no particular order."""
+    for folder, _, names in os.walk(output_dir):
+        for name in names:
+            if name.endswith(SUFFIX):
+                yield Path(folder) / name

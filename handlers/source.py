@@ -18,13 +18,16 @@ def open_source(input_dir: Path, rel: str) -> Path:
     except ValueError as exc:
         raise JobError("unsafe_path", f"Refusing to read {rel!r}: {exc}.") from exc
     if not source.exists():
-        raise JobError(
-            "source_vanished",
-            "The input file was deleted or renamed before it could be converted.",
-        )
+        raise vanished()
     if not source.is_file():
         raise JobError("unsupported_format", "The input is not a regular file.")
     return source
+
+
+def vanished() -> JobError:
+    return JobError(
+        "source_vanished", "The input file was deleted or renamed before it could be converted."
+    )
 
 
 def digest(source: Path) -> tuple[str, int]:

@@ -7,6 +7,7 @@ import signal
 import structlog
 
 from watcher.queue import build_queue
+from watcher.recovery import WorkerGuard
 from watcher.settings import Settings
 
 log = structlog.get_logger("hotfolder.work")
@@ -30,11 +31,15 @@ def run_work(settings: Settings) -> int:
         health_check_interval=1,
         shutdown_timeout=settings.workers.shutdown_timeout,
         graceful_signal="INT",
+        max_tasks=settings.workers.max_tasks_per_worker or None,
     )
     # Workers ignore SIGINT (the graceful signal) and raise on SIGTERM, so huey's parent
     # interrupts them with SIGTERM after the timeout. For the parent itself SIGTERM (what
     # systemd sends) must be graceful too; `KillMode=mixed` keeps it away from the workers.
     consumer._signal_actions[signal.SIGTERM] = (False, True)
+    guard = WorkerGuard(settings, queue, consumer)
+    guard.install()
+    guard.recover_stale()
     log.info("work.started", workers=settings.worker_count, queue=queue.depth())
     consumer.run()
     log.info("work.stopped")

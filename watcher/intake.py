@@ -9,7 +9,14 @@ from pathlib import Path
 
 import structlog
 
-from handlers.sidecar import TERMINAL, new_status, read_status, sidecar_path, write_status
+from handlers.sidecar import (
+    TERMINAL,
+    JobStatus,
+    new_status,
+    read_status,
+    sidecar_path,
+    write_status,
+)
 from handlers.source import digest, job_id
 from watcher.queue import Queue
 from watcher.settings import Settings
@@ -31,20 +38,27 @@ class Intake:
         if not self.eligible(path):
             return "ineligible"
         rel = os.fsdecode(path.relative_to(self.input_dir))
-        sha, size = digest(path)
         sidecar = sidecar_path(self.output_dir, rel)
         recorded = read_status(sidecar)
+        info = path.stat()
+        if queued is not None and unchanged_since(recorded, info):
+            sha, size = recorded.sha256, recorded.size_bytes  # type: ignore[union-attr]
+        else:
+            sha, size = digest(path)
         if recorded and recorded.sha256 == sha:
             if recorded.state in TERMINAL:
                 # A scan meets every finished file again; only a live re-drop is news.
                 emit = log.info if queued is None else log.debug
                 emit("intake.unchanged", source=rel, state=recorded.state)
                 return "unchanged"
-            if queued is None or rel in queued:
+            # `processing` is the sweep's to judge (is its worker alive?), not intake's.
+            if queued is None or rel in queued or recorded.state == "processing":
                 return "in_flight"
+            self.queue.enqueue(rel, recorded.priority, self.enqueue_timeout)
+            log.info("job.requeued", source=rel, job_id=recorded.job_id)
+            return "requeued"
         status = new_status(rel, job_id(rel, sha), sha, size, self.priority)
-        if recorded and recorded.job_id == status.job_id:
-            status.created_at, status.attempts = recorded.created_at, recorded.attempts
+        status.mtime_ns = info.st_mtime_ns
         write_status(sidecar, status)
         self.queue.enqueue(rel, self.priority, self.enqueue_timeout)
         log.info("job.pending", source=rel, job_id=status.job_id, size_bytes=size)
@@ -59,3 +73,13 @@ class Intake:
         if not stat.S_ISREG(mode):
             return False
         return path.resolve().is_relative_to(self.input_dir.resolve())
+
+
+def unchanged_since(recorded: JobStatus | None, info: os.stat_result) -> bool:
+    """Size and mtime as recorded: a rescan need not read the whole file again."""
+    return bool(
+        recorded
+        and recorded.sha256
+        and recorded.mtime_ns == info.st_mtime_ns
+        and recorded.size_bytes == info.st_size
+    )

@@ -28,29 +28,33 @@ class Queue:
     huey: SqliteHuey
     convert: TaskWrapper
 
-    def enqueue(self, rel: str, priority: int, timeout: float) -> None:
-        """Enqueue `rel`, retrying while another process holds the database lock."""
+    def enqueue(self, rel: str, priority: int, timeout: float, delay: float = 0) -> None:
+        """Enqueue `rel` (to run after `delay` seconds), retrying while another process
+        holds the database lock."""
         deadline = time.monotonic() + timeout
-        delay = 0.05
+        pause = 0.05
         while True:
             try:
-                self.huey.enqueue(self.convert.s(rel, priority=priority))
+                task = self.convert.s(rel, priority=priority, delay=delay or None)
+                self.huey.enqueue(task)
                 return
             except sqlite3.OperationalError as exc:
-                if time.monotonic() + delay > deadline:
+                if time.monotonic() + pause > deadline:
                     raise
                 log.warning("queue.enqueue_retry", source=rel, error=str(exc))
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     def depth(self) -> int:
         return self.huey.storage.queue_size()
 
     def queued_sources(self) -> set[str]:
-        """Relative paths with a task waiting in the queue (read without running anything)."""
+        """Relative paths with a task waiting in the queue or scheduled for a retry (read
+        without running anything)."""
         sources: set[str] = set()
         name = self.huey._registry.task_to_string(self.convert.task_class)
-        for raw in self.huey.storage.enqueued_items():
+        storage = self.huey.storage
+        for raw in [*storage.enqueued_items(), *storage.scheduled_items()]:
             message = self.huey.serializer.deserialize(raw)
             if message.name == name and message.args:
                 sources.add(message.args[0])
@@ -77,9 +81,10 @@ def build_queue(settings: Settings) -> Queue:
         timeout=10,
         utc=True,
     )
-    worker = Worker(settings, huey)
+    worker = Worker(settings)
+    queue = Queue(huey, huey.task(name=TASK_NAME, context=True)(worker.run))
+    worker.queue = queue
     huey.on_startup()(worker.start)
-    convert = huey.task(name=TASK_NAME, context=True)(worker.run)
     huey.signal(SIGNAL_INTERRUPTED)(worker.interrupted)
-    return Queue(huey, convert)
+    return queue
 

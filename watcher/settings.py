@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from handlers.converter import ConversionOptions
+from handlers.pipeline import JobPolicy
 from handlers.outputs import EXTENSIONS
 
 EX_CONFIG = 78
@@ -28,6 +29,8 @@ class PathsConfig(Section):
     input: Path = Path("input")
     output: Path = Path("output")
     state: Path = Path("state")
+    archive: Path = Path("archive")
+    quarantine: Path = Path("quarantine")
 
 
 class WatchConfig(Section):
@@ -42,6 +45,7 @@ class WorkersConfig(Section):
     count: int = Field(0, ge=0)
     poll_max_delay: float = Field(1.0, gt=0)
     shutdown_timeout: float = Field(60.0, gt=0)
+    max_tasks_per_worker: int = Field(200, ge=0)
 
 
 class QueueConfig(Section):
@@ -49,11 +53,22 @@ class QueueConfig(Section):
     enqueue_timeout: float = Field(30.0, gt=0)
 
 
+class JobsConfig(Section):
+    max_attempts: int = Field(3, ge=1)
+    retry_backoff: float = Field(10.0, ge=0)
+    hard_timeout: float = Field(900.0, ge=0)
+    reconcile_interval: float = Field(300.0, gt=0)
+    max_file_mb: float = Field(0.0, ge=0)
+    max_pages: int = Field(0, ge=0)
+    on_success: Literal["keep", "archive", "delete"] = "keep"
+    on_failure: Literal["keep", "quarantine"] = "keep"
+
+
 class ConversionConfig(Section):
     to: list[str] = ["md", "json"]
     pdf_pipeline: Literal["native", "standard"] = "native"
     page_images: bool = False
-    document_timeout: float = Field(0.0, ge=0)
+    document_timeout: float = Field(600.0, ge=0)
     progress_interval: float = Field(1.0, ge=0)
 
     @field_validator("to")
@@ -90,6 +105,7 @@ class Settings(BaseSettings):
     watch: WatchConfig = WatchConfig()
     workers: WorkersConfig = WorkersConfig()
     queue: QueueConfig = QueueConfig()
+    jobs: JobsConfig = JobsConfig()
     conversion: ConversionConfig = ConversionConfig()
     log: LogConfig = LogConfig()
     config_file: Path | None = Field(None, exclude=True)
@@ -119,8 +135,30 @@ class Settings(BaseSettings):
         return self.paths.state
 
     @property
+    def locks_dir(self) -> Path:
+        return self.paths.state / "locks"
+
+    @property
+    def workers_dir(self) -> Path:
+        return self.paths.state / "workers"
+
+    @property
     def worker_count(self) -> int:
         return self.workers.count or os.cpu_count() or 1
+
+
+def job_policy(settings: Settings) -> JobPolicy:
+    jobs = settings.jobs
+    return JobPolicy(
+        max_attempts=jobs.max_attempts,
+        retry_backoff=jobs.retry_backoff,
+        max_file_bytes=int(jobs.max_file_mb * 2**20),
+        max_pages=jobs.max_pages,
+        on_success=jobs.on_success,
+        on_failure=jobs.on_failure,
+        archive_dir=settings.paths.archive,
+        quarantine_dir=settings.paths.quarantine,
+    )
 
 
 def load_settings(config_file: Path) -> Settings:
@@ -154,9 +192,7 @@ def anchor_paths(settings: Settings, config_file: Path) -> Settings:
     base = config_file.resolve().parent
     paths = settings.paths
     settings.paths = PathsConfig(
-        input=(base / paths.input).resolve(),
-        output=(base / paths.output).resolve(),
-        state=(base / paths.state).resolve(),
+        **{key: (base / value).resolve() for key, value in paths.model_dump().items()}
     )
     settings.config_file = config_file.resolve()
     return settings

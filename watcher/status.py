@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
-from pathlib import Path
 
-from handlers.sidecar import SUFFIX, read_status
+from handlers.sidecar import iter_sidecars, read_status
 from watcher.queue import build_queue, queue_file
 from watcher.settings import Settings
 
 STATES = ("pending", "processing", "completed", "failed", "cancelled")
 
 
-def sidecars(output_dir: Path) -> list[Path]:
-    found: list[Path] = []
-    for folder, _, names in os.walk(output_dir):
-        found.extend(Path(folder) / name for name in names if name.endswith(SUFFIX))
-    return found
-
-
 def collect(settings: Settings) -> dict[str, object]:
     counts: Counter[str] = Counter()
-    for sidecar in sidecars(settings.output_dir):
+    for sidecar in iter_sidecars(settings.output_dir):
         status = read_status(sidecar)
         counts[status.state if status else "unreadable"] += 1
     depth = build_queue(settings).depth() if queue_file(settings).exists() else 0

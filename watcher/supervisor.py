@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import signal
 import subprocess
 import sys
@@ -12,16 +11,15 @@ from types import FrameType
 
 import structlog
 
+from watcher.orphans import die_with_parent
 from watcher.settings import Settings
 
 log = structlog.get_logger("hotfolder.run")
-PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if the parent dies, even by SIGKILL."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def stop_with_parent() -> None:
+    """In the child before exec: a graceful stop if the parent dies, even by SIGKILL."""
+    die_with_parent(signal.SIGTERM)
 
 
 def spawn(config_file: Path, command: str) -> subprocess.Popen[bytes]:
@@ -30,7 +28,7 @@ def spawn(config_file: Path, command: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "watcher.cli", "--config", str(config_file), command],
         start_new_session=True,
-        preexec_fn=die_with_parent,
+        preexec_fn=stop_with_parent,
     )
 
 

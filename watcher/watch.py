@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from types import FrameType
 
 import structlog
@@ -11,7 +12,8 @@ import structlog
 from watcher.ignore import IgnoreRules
 from watcher.intake import Intake
 from watcher.observer import Handoff, SettleTracker, start_observer
-from watcher.queue import build_queue
+from watcher.queue import Queue, build_queue
+from watcher.recovery import sweep
 from watcher.settings import Settings
 
 log = structlog.get_logger("hotfolder.watch")
@@ -36,18 +38,35 @@ def run_watch(settings: Settings) -> int:
     tracker_thread = threading.Thread(target=tracker.run, args=(stop,), name="settle", daemon=True)
     tracker_thread.start()
     observer = start_observer(settings.watch, settings.input_dir, Handoff(tracker, rules))
-    # The startup scan goes through the same settle check: a file may be mid-copy right now.
-    tracker.notify(settings.input_dir, frozenset(queue.queued_sources()))
+    reconciler = threading.Thread(
+        target=reconcile_forever, args=(settings, queue, tracker, stop), name="reconcile", daemon=True
+    )
+    reconciler.start()
     log.info("watch.started", input=str(settings.input_dir), observer=type(observer).__name__)
+    threads = {"observer": observer, "settle": tracker_thread, "reconcile": reconciler}
     try:
         while not stop.wait(0.5):
-            if not observer.is_alive() or not tracker_thread.is_alive():
-                log.error("watch.thread_died", observer=observer.is_alive())
+            dead = [name for name, thread in threads.items() if not thread.is_alive()]
+            if dead:
+                log.error("watch.thread_died", thread=dead[0])
                 return 1
     finally:
         stop.set()
         observer.stop()
-        observer.join(timeout=5)
-        tracker_thread.join(timeout=5)
+        for thread in threads.values():
+            thread.join(timeout=5)
     log.info("watch.stopped")
     return 0
+
+
+def reconcile_forever(
+    settings: Settings, queue: Queue, tracker: SettleTracker, stop: threading.Event
+) -> None:
+    """At start and every `jobs.reconcile_interval`: rescan the input tree (through the
+    settle check, since a file may be mid-copy) and sweep the unfinished sidecars."""
+    while not stop.is_set():
+        started = time.monotonic()
+        tracker.notify(settings.input_dir, frozenset(queue.queued_sources()))
+        sweep(settings, queue)
+        log.info("reconcile.pass", seconds=round(time.monotonic() - started, 3))
+        stop.wait(settings.jobs.reconcile_interval)

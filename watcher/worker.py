@@ -3,38 +3,50 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sqlite3
+from typing import TYPE_CHECKING
 
 import structlog
-from huey import Huey
 from huey.api import Task
 
 from handlers.converter import build_converter
 from handlers.pipeline import JobContext, process_file
 from handlers.sidecar import read_status, sidecar_path, write_status
-from watcher.settings import Settings
+from watcher import inflight
+from watcher.orphans import die_with_parent
+from watcher.settings import Settings, job_policy
+
+if TYPE_CHECKING:
+    from watcher.queue import Queue
 
 log = structlog.get_logger("hotfolder.worker")
+BUSY_DELAY = 5.0  # seconds before a job whose file another worker holds is tried again
 
 
 class Worker:
     """Built in the consumer before fork; `start` runs in each worker process after it."""
 
-    def __init__(self, settings: Settings, huey: Huey) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.huey = huey
+        self.queue: Queue | None = None
         self.context: JobContext | None = None
 
     def start(self) -> None:
+        # An orphan of a SIGKILLed consumer must not go on taking jobs unsupervised; the
+        # job it was running is recovered by the reconciler (its file lock is released).
+        die_with_parent(signal.SIGKILL)
         # Offline machines must fail a model download at once instead of hanging on it.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         options = self.settings.conversion.options()
         self.context = JobContext(
             input_dir=self.settings.input_dir,
             output_dir=self.settings.output_dir,
+            locks_dir=self.settings.locks_dir,
             options=options,
             converter=build_converter(options),
+            policy=job_policy(self.settings),
             worker=f"{socket.gethostname()}:{os.getpid()}",
         )
         log.info("worker.ready", pid=os.getpid())
@@ -42,20 +54,35 @@ class Worker:
     def run(self, rel: str, task: Task | None = None) -> None:
         if self.context is None:
             self.start()
-        assert self.context is not None
-        process_file(rel, self.context, priority=int(task.priority or 0) if task else 0)
+        assert self.context is not None and self.queue is not None
+        priority = int(task.priority or 0) if task else 0
+        workers_dir = self.settings.workers_dir
+        inflight.mark_running(workers_dir, rel)
+        try:
+            status = process_file(rel, self.context, priority)
+        finally:
+            inflight.clear(workers_dir, os.getpid())
+        if status is None:
+            self.requeue(rel, priority, BUSY_DELAY)
+        elif status.state == "pending":
+            self.requeue(rel, priority, self.context.policy.retry_delay(status.attempts))
+
+    def requeue(self, rel: str, priority: int, delay: float) -> None:
+        assert self.queue is not None
+        self.queue.enqueue(rel, priority, self.settings.queue.enqueue_timeout, delay=delay)
 
     def interrupted(self, signal: str, task: Task) -> None:
         """A stop cut the job short: put it back and show it as pending again."""
         rel = task.args[0]
         try:
-            self.huey.enqueue(task)
+            self.queue.huey.enqueue(task)  # type: ignore[union-attr]
         except sqlite3.OperationalError as exc:
-            # The sidecar stays non-terminal, so the next startup scan enqueues it again.
+            # The sidecar stays non-terminal, so the reconciler enqueues it again.
             log.error("job.requeue_failed", source=rel, error=str(exc))
         sidecar = sidecar_path(self.settings.output_dir, rel)
         status = read_status(sidecar)
         if status and status.state == "processing":
             status.state, status.progress, status.worker = "pending", 0, None
+            status.attempts = max(status.attempts - 1, 0)  # a stop is not the document's fault
             write_status(sidecar, status)
         log.warning("job.interrupted", source=rel, requeued=True)

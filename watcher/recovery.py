@@ -1,0 +1,119 @@
+"""Jobs whose worker died: found by the consumer (a dead or overdue worker process) and by
+the reconciler (a `processing` sidecar whose file lock is free), and retried or failed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import structlog
+from huey.consumer import Consumer
+
+from handlers.errors import lost_worker
+from handlers.pipeline import end_vanished, recover_lost
+from handlers.sidecar import TERMINAL, iter_sidecars, read_status
+from watcher import inflight
+from watcher.queue import Queue
+from watcher.settings import Settings, job_policy
+
+log = structlog.get_logger("hotfolder.recovery")
+
+
+def recover(settings: Settings, queue: Queue, rel: str, reason: str) -> None:
+    """Count the lost attempt; enqueue a retry unless attempts have run out."""
+    policy = job_policy(settings)
+    status = recover_lost(
+        rel,
+        settings.input_dir,
+        settings.output_dir,
+        settings.locks_dir,
+        policy,
+        lost_worker(reason, settings.jobs.hard_timeout),
+    )
+    if status and status.state == "pending":
+        delay = policy.retry_delay(status.attempts)
+        queue.enqueue(rel, status.priority, settings.queue.enqueue_timeout, delay=delay)
+
+
+def sweep(settings: Settings, queue: Queue) -> None:
+    """The sidecar half of a reconciler pass: a `processing` job whose worker is gone is
+    recovered, and a waiting job whose input vanished is ended."""
+    policy = job_policy(settings)
+    for sidecar in iter_sidecars(settings.output_dir):
+        status = read_status(sidecar)
+        if status is None or status.state in TERMINAL:
+            continue
+        try:
+            if status.state == "processing":
+                recover(settings, queue, status.source, "crashed")  # no-op while locked
+            elif not (settings.input_dir / status.source).exists():
+                end_vanished(status.source, settings.output_dir, settings.locks_dir, policy)
+        except Exception:  # per-job boundary: one bad record must not stop the pass
+            log.exception("recovery.failed", source=status.source)
+
+
+class WorkerGuard:
+    """Hooks huey's worker health check: kills workers past `jobs.hard_timeout`, and
+    recovers the job of every worker that died (huey replaces the process, not the job)."""
+
+    def __init__(self, settings: Settings, queue: Queue, consumer: Consumer) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.consumer = consumer
+        self.killed: set[int] = set()
+
+    def install(self) -> None:
+        check: Callable[[], bool] = self.consumer.check_worker_health
+
+        def guarded() -> bool:
+            self.kill_overdue()
+            dead = [proc.pid for _, proc in self.consumer.worker_threads if not proc.is_alive()]
+            healthy = check()
+            for pid in dead:
+                self.recover_pid(pid)
+            return healthy
+
+        self.consumer.check_worker_health = guarded  # type: ignore[method-assign]
+
+    def recover_stale(self) -> None:
+        """Entries left by workers of an earlier consumer that was killed."""
+        for entry in inflight.all_running(self.settings.workers_dir):
+            if not pid_alive(entry.pid):
+                self.recover_pid(entry.pid)
+
+    def kill_overdue(self) -> None:
+        limit = self.settings.jobs.hard_timeout
+        if not limit:
+            return
+        for _, proc in self.consumer.worker_threads:
+            entry = inflight.read(self.settings.workers_dir, proc.pid) if proc.pid else None
+            if entry and proc.is_alive() and time.time() - entry.started > limit:
+                log.error("job.hard_timeout", source=entry.source, pid=proc.pid, limit_s=limit)
+                self.killed.add(proc.pid)
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.join(5)
+
+    def recover_pid(self, pid: int) -> None:
+        entry = inflight.read(self.settings.workers_dir, pid)
+        reason = "timeout" if pid in self.killed else "crashed"
+        self.killed.discard(pid)
+        if entry is None:
+            return
+        try:
+            recover(self.settings, self.queue, entry.source, reason)
+        except Exception:  # per-job boundary: one bad record must not stop the consumer
+            log.exception("recovery.failed", source=entry.source)
+            return
+        inflight.clear(self.settings.workers_dir, pid)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
