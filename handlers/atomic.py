@@ -7,20 +7,49 @@ import tempfile
 from pathlib import Path
 
 
+def file_mode() -> int:
+    """0o666 less the process umask: what open() would give, not mkstemp's private 0o600."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+MODE = file_mode()  # read once at start-up: umask() cannot be read without setting it
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temp file in the same folder, fsync, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    write_all_atomic([(path, data)])
+
+
+def write_all_atomic(files: list[tuple[Path, bytes]]) -> None:
+    """Write every file to a temp file first; replace the targets only once all are on
+    disk, so a full disk leaves the old set of files, never part of the new one."""
+    temps: list[tuple[str, Path]] = []
     try:
+        for path, data in files:
+            temps.append((stage(path, data), path))
+        for temp, path in temps:
+            os.replace(temp, path)
+    finally:
+        # Whatever failed (disk full, an interrupt), no temp file is left behind.
+        for temp, _ in temps:
+            Path(temp).unlink(missing_ok=True)
+
+
+def stage(path: Path, data: bytes) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    try:
+        os.fchmod(fd, MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except BaseException:
-        # Any failure (disk full, interrupt) must not leave the temp file behind.
-        Path(tmp).unlink(missing_ok=True)
+        Path(temp).unlink(missing_ok=True)
         raise
+    return temp
 
 
 def safe_join(base: Path, rel: str) -> Path:

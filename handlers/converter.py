@@ -113,11 +113,15 @@ def check_text_layer(result: ConversionResult) -> None:
         )
 
 
-def warnings_of(result: ConversionResult) -> list[str]:
+def is_partial(result: ConversionResult) -> bool:
     from docling.datamodel.base_models import ConversionStatus
 
+    return result.status == ConversionStatus.PARTIAL_SUCCESS
+
+
+def warnings_of(result: ConversionResult) -> list[str]:
     notes = [error.error_message for error in result.errors]
-    if result.status == ConversionStatus.PARTIAL_SUCCESS:
+    if is_partial(result):
         notes.insert(0, "partial: some pages could not be converted or the time limit was hit")
     return notes
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from handlers.atomic import safe_join, write_atomic
+from handlers.atomic import safe_join, write_all_atomic
 
 if TYPE_CHECKING:
     from docling_core.types.doc import DoclingDocument
@@ -36,10 +36,11 @@ def output_path(output_dir: Path, rel: str, fmt: str) -> Path:
 def write_outputs(
     document: DoclingDocument, output_dir: Path, rel: str, formats: tuple[str, ...]
 ) -> dict[str, str]:
-    """Write every requested format atomically; returns format -> path relative to output_dir."""
-    written: dict[str, str] = {}
-    for fmt in formats:
-        target = output_path(output_dir, rel, fmt)
-        write_atomic(target, render(document, fmt).encode("utf-8", "surrogateescape"))
-        written[fmt] = target.relative_to(output_dir).as_posix()
-    return written
+    """Write every requested format, all or none; returns format -> path relative to
+    output_dir."""
+    files = [
+        (output_path(output_dir, rel, fmt), render(document, fmt).encode("utf-8", "surrogateescape"))
+        for fmt in formats
+    ]
+    write_all_atomic(files)
+    return {fmt: path.relative_to(output_dir).as_posix() for fmt, (path, _) in zip(formats, files)}

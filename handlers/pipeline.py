@@ -91,7 +91,7 @@ def run_locked(rel: str, sidecar: Path, ctx: JobContext, priority: int) -> JobSt
         return fail(sidecar, status, classify(exc), ctx.policy, source, time.monotonic() - started)
     status.input_format = result.input.format.value if result.input.format else None
     status.pages = len(result.document.pages)
-    status.warnings = conv.warnings_of(result)
+    status.warnings, status.partial = conv.warnings_of(result), conv.is_partial(result)
     return complete(sidecar, status, ctx, source, time.monotonic() - started)
 
 

@@ -45,6 +45,7 @@ class JobStatus(BaseModel):
     error: dict[str, object] | None = None
     retry_at: str | None = None
     disposition: str | None = None
+    partial: bool = False
     warnings: list[str] = []
     docling_version: str | None = None
     worker: str | None = None

@@ -104,6 +104,7 @@ class Daemon:
     command: str = "run"
     config: dict[str, dict[str, object]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    faults: str = ""
     process: subprocess.Popen[bytes] | None = None
     log_file: Path | None = None
     tree: list[int] = field(default_factory=list)
@@ -124,6 +125,7 @@ class Daemon:
         base = {
             "watch": {"settle_seconds": 0.5},
             "workers": {"count": 2, "poll_max_delay": 0.25, "shutdown_timeout": 20},
+            "jobs": {"retry_backoff": 0.5, "reconcile_interval": 1.0},
             "conversion": {"progress_interval": 0.2},
             "log": {"format": "json"},
         }
@@ -139,14 +141,37 @@ class Daemon:
         self.write_config()
         self.input.mkdir(parents=True, exist_ok=True)
         self.log_file = self.root / f"{self.command}.log"
+        env = {**os.environ, **self.env}
+        if self.faults:
+            env["PYTHONPATH"] = str(REPO / "tests" / "faults")
+            env["HOTFOLDER_FAULTS"] = self.faults
         self.process = subprocess.Popen(
             hotfolder_argv("--config", str(self.config_file), self.command),
             stdout=self.log_file.open("ab"),
             stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
+            env=env,
             cwd=self.root,
         )
         return self
+
+    def kill9(self) -> list[int]:
+        """SIGKILL the main process only, as the OOM killer or `kill -9` would; returns the
+        pids of its descendants at that moment."""
+        assert self.process is not None
+        children = descendants(self.process.pid)
+        self.process.kill()
+        self.process.wait(10)
+        self.tree = children
+        return children
+
+    def states(self) -> dict[str, str]:
+        """source -> state of every sidecar in the output dir."""
+        found = {}
+        for path in self.output.rglob("*.status.json"):
+            status = read_sidecar(path)
+            if status:
+                found[status["source"]] = status["state"]
+        return found
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file else ""

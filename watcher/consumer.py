@@ -5,7 +5,9 @@ from __future__ import annotations
 import signal
 
 import structlog
+from huey.consumer import Consumer
 
+from watcher.orphans import die_with_parent
 from watcher.queue import build_queue
 from watcher.recovery import WorkerGuard
 from watcher.settings import Settings
@@ -37,6 +39,7 @@ def run_work(settings: Settings) -> int:
     # interrupts them with SIGTERM after the timeout. For the parent itself SIGTERM (what
     # systemd sends) must be graceful too; `KillMode=mixed` keeps it away from the workers.
     consumer._signal_actions[signal.SIGTERM] = (False, True)
+    bind_children(consumer)
     guard = WorkerGuard(settings, queue, consumer)
     guard.install()
     guard.recover_stale()
@@ -44,3 +47,16 @@ def run_work(settings: Settings) -> int:
     consumer.run()
     log.info("work.stopped")
     return 0
+
+
+def bind_children(consumer: Consumer) -> None:
+    """Workers and the scheduler die with the consumer: orphans of a SIGKILLed consumer
+    would go on taking jobs unsupervised. A job cut short this way is recovered by the
+    next consumer or the reconciler (its file lock is released with the process)."""
+    init_child = consumer.environment.init_child
+
+    def init_bound_child(process: object) -> None:
+        die_with_parent(signal.SIGKILL)
+        init_child(process)
+
+    consumer.environment.init_child = init_bound_child  # type: ignore[method-assign]

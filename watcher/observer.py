@@ -72,6 +72,8 @@ class SettleTracker:
 
     def track(self, path: Path, queued: frozenset[str] | None) -> None:
         previous = self.tracked.get(path)
+        if previous and queued is not None:
+            return  # a rescan meets a file already being watched: its clock keeps running
         if previous and previous.queued is None:
             queued = None  # a live event since the scan: treat it as new activity
         # Every event restarts the quiet period.

@@ -15,6 +15,10 @@ def prepare_dirs(settings: Settings) -> None:
         "paths.output": settings.output_dir,
         "paths.state": settings.state_dir,
     }
+    if settings.jobs.on_success == "archive":
+        dirs["paths.archive"] = settings.paths.archive
+    if settings.jobs.on_failure == "quarantine":
+        dirs["paths.quarantine"] = settings.paths.quarantine
     check_apart(dirs)
     for key, path in dirs.items():
         try:
@@ -33,7 +37,7 @@ def check_apart(dirs: dict[str, Path]) -> None:
             if path == other:
                 raise ConfigError(f"{key} and {other_key} are the same folder: {path}")
     input_dir = dirs["paths.input"]
-    for key in ("paths.output", "paths.state"):
+    for key in sorted(dirs.keys() - {"paths.input"}):
         if input_dir.is_relative_to(dirs[key]):
             raise ConfigError(f"paths.input ({input_dir}) must not lie inside {key}")
 

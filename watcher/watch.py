@@ -31,8 +31,11 @@ def run_watch(settings: Settings) -> int:
 
     queue = build_queue(settings)
     intake = Intake(settings, queue)
+    paths = settings.paths
     rules = IgnoreRules(
-        settings.input_dir, settings.watch.ignore, [settings.output_dir, settings.state_dir]
+        settings.input_dir,
+        settings.watch.ignore,
+        [paths.output, paths.state, paths.archive, paths.quarantine],
     )
     tracker = SettleTracker(settings.watch.settle_seconds, rules, intake.submit)
     tracker_thread = threading.Thread(target=tracker.run, args=(stop,), name="settle", daemon=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sqlite3
 from typing import TYPE_CHECKING
@@ -15,7 +14,6 @@ from handlers.converter import build_converter
 from handlers.pipeline import JobContext, process_file
 from handlers.sidecar import read_status, sidecar_path, write_status
 from watcher import inflight
-from watcher.orphans import die_with_parent
 from watcher.settings import Settings, job_policy
 
 if TYPE_CHECKING:
@@ -34,9 +32,6 @@ class Worker:
         self.context: JobContext | None = None
 
     def start(self) -> None:
-        # An orphan of a SIGKILLed consumer must not go on taking jobs unsupervised; the
-        # job it was running is recovered by the reconciler (its file lock is released).
-        die_with_parent(signal.SIGKILL)
         # Offline machines must fail a model download at once instead of hanging on it.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         options = self.settings.conversion.options()
@@ -60,6 +55,12 @@ class Worker:
         inflight.mark_running(workers_dir, rel)
         try:
             status = process_file(rel, self.context, priority)
+        except OSError as exc:
+            # The record itself could not be written (disk full on the output side):
+            # nothing is lost, the file is simply tried again later.
+            log.error("job.record_failed", source=rel, error=str(exc))
+            self.requeue(rel, priority, self.context.policy.retry_delay(1))
+            return
         finally:
             inflight.clear(workers_dir, os.getpid())
         if status is None:
