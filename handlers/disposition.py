@@ -30,14 +30,17 @@ def move_into(source: Path, target_root: Path, rel: str) -> Path:
 
 
 def dispose(
-    source: Path, rel: str, action: str, target_root: Path, reason: str = ""
+    source: Path, rel: str, action: str, target_root: Path | None, reason: str = ""
 ) -> str:
-    """Apply `action` ("keep", "archive", "delete", "quarantine"); returns what was done."""
+    """Apply `action` ("keep", "archive", "delete", "quarantine"); returns what was done.
+    `target_root` is the archive or quarantine dir, needed by those two actions."""
     if action == "keep":
         return "kept"
     if action == "delete":
         source.unlink(missing_ok=True)
         return "deleted"
+    if target_root is None:
+        raise ValueError(f"{action} needs a target folder")
     target = move_into(source, target_root, rel)
     if action == "quarantine":
         note = target.with_name(target.name + ".reason.txt")

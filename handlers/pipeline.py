@@ -227,10 +227,10 @@ def settle_input(
     reason: str = "",
 ) -> JobStatus:
     """Archive, delete or quarantine the input once its outcome is on record."""
-    if action == "keep" or target_root is None and action != "delete":
+    if action == "keep":
         return status
     try:
-        status.disposition = dispose(source, status.source, action, target_root or source, reason)
+        status.disposition = dispose(source, status.source, action, target_root, reason)
     except OSError as exc:
         status.disposition = f"kept ({action} failed: {exc})"
         log.error("job.disposition_failed", source=status.source, action=action, error=str(exc))
