@@ -36,3 +36,21 @@ def job_lock(locks_dir: Path, rel: str) -> Iterator[bool]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def cancel_file(locks_dir: Path, rel: str) -> Path:
+    return lock_file(locks_dir, rel).with_suffix(".cancel")
+
+
+def request_cancel(locks_dir: Path, rel: str) -> None:
+    """Ask the worker converting `rel` to stop at its next progress point."""
+    locks_dir.mkdir(parents=True, exist_ok=True)
+    cancel_file(locks_dir, rel).touch()
+
+
+def cancel_requested(locks_dir: Path, rel: str) -> bool:
+    return cancel_file(locks_dir, rel).exists()
+
+
+def clear_cancel(locks_dir: Path, rel: str) -> None:
+    cancel_file(locks_dir, rel).unlink(missing_ok=True)

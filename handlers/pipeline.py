@@ -1,11 +1,12 @@
 """One file's journey: lock -> digest -> already done? -> processing -> convert -> outputs
--> completed (or failed / pending for a retry) -> input disposition."""
+-> completed (or failed / pending for a retry / cancelled) -> input disposition."""
 
 from __future__ import annotations
 
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,15 +16,21 @@ import structlog
 from handlers import converter as conv
 from handlers.disposition import dispose
 from handlers.errors import JobError, classify
-from handlers.lock import job_lock
+from handlers.ledger import Ledger
+from handlers.lock import cancel_requested, clear_cancel, job_lock
 from handlers.outputs import write_outputs
-from handlers.sidecar import JobStatus, new_status, now_iso, read_status, sidecar_path, write_status
+from handlers.sidecar import JobStatus, new_status, now_iso
 from handlers.source import digest, job_id, open_source, vanished
 
 if TYPE_CHECKING:
     from docling.document_converter import DocumentConverter
 
 log = structlog.get_logger("hotfolder.job")
+FINISHED_FOR_CONTENT = ("completed", "cancelled")  # not run again unless a person asks
+
+
+class JobCancelled(BaseException):
+    """Raised from docling's progress callback, which swallows ordinary exceptions."""
 
 
 @dataclass(frozen=True)
@@ -48,12 +55,13 @@ class JobContext:
     """What a worker process holds for every job: folders, policy and its warm converter."""
 
     input_dir: Path
-    output_dir: Path
+    ledger: Ledger
     locks_dir: Path
     options: conv.ConversionOptions
     converter: DocumentConverter
     policy: JobPolicy = JobPolicy()
     worker: str = f"{socket.gethostname()}:{os.getpid()}"
+    on_progress: Callable[[JobStatus], None] | None = None
 
 
 def process_file(rel: str, ctx: JobContext, priority: int = 0) -> JobStatus | None:
@@ -63,40 +71,47 @@ def process_file(rel: str, ctx: JobContext, priority: int = 0) -> JobStatus | No
         if not held:
             log.info("job.busy", source=rel)
             return None
-        return run_locked(rel, sidecar_path(ctx.output_dir, rel), ctx, priority)
+        try:
+            return run_locked(rel, ctx, priority)
+        finally:
+            clear_cancel(ctx.locks_dir, rel)
 
 
-def run_locked(rel: str, sidecar: Path, ctx: JobContext, priority: int) -> JobStatus:
-    recorded = read_status(sidecar)
+def run_locked(rel: str, ctx: JobContext, priority: int) -> JobStatus:
+    recorded = ctx.ledger.read(rel)
     try:
         source = open_source(ctx.input_dir, rel)
         mtime_ns = source.stat().st_mtime_ns
         sha, size = digest(source)
     except (JobError, OSError) as exc:
         status = recorded or new_status(rel, job_id(rel, ""), "", 0, priority)
-        return fail(sidecar, status, classify(exc), ctx.policy, source=None)
-    if recorded and recorded.state == "completed" and recorded.sha256 == sha:
-        log.info("job.skipped", source=rel, job_id=recorded.job_id, reason="already converted")
+        return fail(ctx.ledger, status, classify(exc), ctx.policy, source=None)
+    if recorded and recorded.state in FINISHED_FOR_CONTENT and recorded.sha256 == sha:
+        log.info("job.skipped", source=rel, job_id=recorded.job_id, reason=recorded.state)
         return recorded
-    status = start(sidecar, recorded, rel, sha, size, priority, ctx.worker)
+    status = start(ctx.ledger, recorded, rel, sha, size, priority, ctx.worker)
     status.mtime_ns = mtime_ns
     started = time.monotonic()
     try:
         check_size(size, ctx.policy)
         result = conv.convert(
-            ctx.converter, source, progress_writer(sidecar, status, ctx), ctx.policy.max_pages
+            ctx.converter, source, progress_writer(status, ctx), ctx.policy.max_pages
         )
-        status.outputs = write_outputs(result.document, ctx.output_dir, rel, ctx.options.to)
+        check_cancel(rel, ctx)
+        status.outputs = write_outputs(result.document, ctx.ledger.output_dir, rel, ctx.options.to)
+    except JobCancelled:
+        return cancel(ctx.ledger, status)
     except Exception as exc:  # per-job boundary: whatever happens, the job ends recorded
-        return fail(sidecar, status, classify(exc), ctx.policy, source, time.monotonic() - started)
+        error = classify(exc)
+        return fail(ctx.ledger, status, error, ctx.policy, source, time.monotonic() - started)
     status.input_format = result.input.format.value if result.input.format else None
     status.pages = len(result.document.pages)
     status.warnings, status.partial = conv.warnings_of(result), conv.is_partial(result)
-    return complete(sidecar, status, ctx, source, time.monotonic() - started)
+    return complete(ctx.ledger, status, ctx.policy, source, time.monotonic() - started)
 
 
 def start(
-    sidecar: Path,
+    ledger: Ledger,
     recorded: JobStatus | None,
     rel: str,
     sha: str,
@@ -112,7 +127,7 @@ def start(
     status.attempts += 1
     status.docling_version = conv.DOCLING_VERSION
     log.info("job.started", source=rel, job_id=status.job_id, attempt=status.attempts)
-    return write_status(sidecar, status)
+    return ledger.save(status)
 
 
 def check_size(size: int, policy: JobPolicy) -> None:
@@ -124,24 +139,32 @@ def check_size(size: int, policy: JobPolicy) -> None:
         )
 
 
-def progress_writer(sidecar: Path, status: JobStatus, ctx: JobContext) -> conv.Progress:
+def check_cancel(rel: str, ctx: JobContext) -> None:
+    if cancel_requested(ctx.locks_dir, rel):
+        raise JobCancelled(rel)
+
+
+def progress_writer(status: JobStatus, ctx: JobContext) -> conv.Progress:
     throttle = conv.Throttle(ctx.options.progress_interval)
 
     def on_pages(done: int, total: int) -> None:
         status.pages_done, status.pages_total = done, total
         status.progress = min(99, done * 100 // max(total, 1))
+        check_cancel(status.source, ctx)
+        if ctx.on_progress:
+            ctx.on_progress(status)
         if throttle.ready():
-            write_status(sidecar, status)
+            ctx.ledger.save(status)
 
     return on_pages
 
 
 def complete(
-    sidecar: Path, status: JobStatus, ctx: JobContext, source: Path, duration: float
+    ledger: Ledger, status: JobStatus, policy: JobPolicy, source: Path, duration: float
 ) -> JobStatus:
     status.state, status.progress, status.error = "completed", 100, None
     status.finished_at, status.duration_s = now_iso(), round(duration, 3)
-    write_status(sidecar, status)
+    ledger.save(status)
     log.info(
         "job.completed",
         source=status.source,
@@ -149,11 +172,17 @@ def complete(
         pages=status.pages,
         duration_s=status.duration_s,
     )
-    return settle_input(sidecar, status, source, ctx.policy.on_success, ctx.policy.archive_dir)
+    return settle_input(ledger, status, source, policy.on_success, policy.archive_dir)
+
+
+def cancel(ledger: Ledger, status: JobStatus) -> JobStatus:
+    status.state, status.finished_at, status.retry_at = "cancelled", now_iso(), None
+    log.info("job.cancelled", source=status.source, job_id=status.job_id)
+    return ledger.save(status)
 
 
 def fail(
-    sidecar: Path,
+    ledger: Ledger,
     status: JobStatus,
     error: JobError,
     policy: JobPolicy,
@@ -166,13 +195,13 @@ def fail(
     if error.retryable and status.attempts < policy.max_attempts:
         delay = policy.retry_delay(status.attempts)
         status.state, status.retry_at, status.worker = "pending", now_iso(delay), None
-        write_status(sidecar, status)
+        ledger.save(status)
         log.warning("job.retrying", source=status.source, error_type=error.type, delay_s=delay)
         return status
     if error.retryable:
         status.error["message"] = f"{error.message} Gave up after {status.attempts} attempts."
     status.state, status.finished_at, status.retry_at = "failed", now_iso(), None
-    write_status(sidecar, status)
+    ledger.save(status)
     log.warning(
         "job.failed",
         source=status.source,
@@ -184,42 +213,35 @@ def fail(
     if source is None:
         return status
     reason = f"{error.type}: {status.error['message']}"
-    return settle_input(sidecar, status, source, policy.on_failure, policy.quarantine_dir, reason)
+    return settle_input(ledger, status, source, policy.on_failure, policy.quarantine_dir, reason)
 
 
 def recover_lost(
-    rel: str,
-    input_dir: Path,
-    output_dir: Path,
-    locks_dir: Path,
-    policy: JobPolicy,
-    lost: JobError,
+    rel: str, input_dir: Path, ledger: Ledger, locks_dir: Path, policy: JobPolicy, lost: JobError
 ) -> JobStatus | None:
     """A `processing` job whose worker is gone counts a failed attempt: it is set to retry
     (`pending`) or, once attempts run out, to `failed`. None if nothing was to recover."""
     with job_lock(locks_dir, rel) as held:
-        sidecar = sidecar_path(output_dir, rel)
-        status = read_status(sidecar) if held else None
+        status = ledger.read(rel) if held else None
         if status is None or status.state != "processing":
             return None  # a live worker holds it, or it ended meanwhile
         log.warning("job.worker_lost", source=rel, job_id=status.job_id, error_type=lost.type)
         source = input_dir / rel
-        return fail(sidecar, status, lost, policy, source if source.is_file() else None)
+        return fail(ledger, status, lost, policy, source if source.is_file() else None)
 
 
-def end_vanished(rel: str, output_dir: Path, locks_dir: Path, policy: JobPolicy) -> bool:
+def end_vanished(rel: str, ledger: Ledger, locks_dir: Path, policy: JobPolicy) -> bool:
     """A waiting job whose input was deleted or renamed ends `failed: source_vanished`."""
     with job_lock(locks_dir, rel) as held:
-        sidecar = sidecar_path(output_dir, rel)
-        status = read_status(sidecar) if held else None
+        status = ledger.read(rel) if held else None
         if status is None or status.state != "pending":
             return False
-        fail(sidecar, status, vanished(), policy, source=None)
+        fail(ledger, status, vanished(), policy, source=None)
         return True
 
 
 def settle_input(
-    sidecar: Path,
+    ledger: Ledger,
     status: JobStatus,
     source: Path,
     action: str,
@@ -234,4 +256,4 @@ def settle_input(
     except OSError as exc:
         status.disposition = f"kept ({action} failed: {exc})"
         log.error("job.disposition_failed", source=status.source, action=action, error=str(exc))
-    return write_status(sidecar, status)
+    return ledger.save(status)

@@ -1,5 +1,4 @@
-"""The `hotfolder` command: run, watch, work, status. Exit codes: 0 ok, 1 failure, 2 usage,
-78 configuration."""
+"""The `hotfolder` command. Exit codes: 0 ok, 1 something failed, 2 usage, 78 configuration."""
 
 from __future__ import annotations
 
@@ -9,57 +8,150 @@ from pathlib import Path
 
 from watcher.settings import EX_CONFIG, ConfigError, Settings, load_settings
 
+DAEMONS = ("run", "watch", "work")
+LEVELS = ["debug", "info", "warning", "error"]
+STATES = ("pending", "processing", "completed", "failed", "cancelled")
+
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="hotfolder", description=__doc__)
-    top.add_argument(
-        "--config",
-        type=Path,
-        default=Path("config.toml"),
-        help="configuration file (default: ./config.toml)",
-    )
-    sub = top.add_subparsers(dest="command", required=True)
+    top.add_argument("--config", type=Path, default=Path("config.toml"),
+                     help="configuration file (default: ./config.toml)")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="watcher and workers together, in the foreground")
-    sub.add_parser("watch", help="the folder watcher and startup scan only")
+    sub.add_parser("watch", help="the folder watcher and reconciler only")
     sub.add_parser("work", help="the conversion workers only")
-    status = sub.add_parser("status", help="job counts by state and queue depth")
+
+    status = sub.add_parser("status", help="totals, throughput, queue depth, liveness")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--watch", action="store_true", help="live view until Ctrl-C")
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between redraws")
+
+    jobs = sub.add_parser("jobs", help="a table of jobs, newest first")
+    jobs.add_argument("--state", choices=STATES)
+    jobs.add_argument("--since", help="only jobs created within this long, e.g. 1h, 7d")
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--sort", choices=("created", "finished", "priority"), default="created")
+    jobs.add_argument("--json", action="store_true")
+
+    show = sub.add_parser("show", help="one job in full")
+    show.add_argument("job", metavar="JOB_ID|PATH")
+    show.add_argument("--json", action="store_true")
+
+    enqueue = sub.add_parser("enqueue", help="submit files or folders")
+    enqueue.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    enqueue.add_argument("--priority", type=int, help="higher runs first (default from config)")
+    enqueue.add_argument("--force", action="store_true", help="convert again even if done")
+
+    retry = sub.add_parser("retry", help="re-enqueue failed or cancelled jobs")
+    retry.add_argument("jobs", nargs="*", metavar="JOB_ID|PATH")
+    retry.add_argument("--failed", action="store_true", help="every failed job")
+
+    cancel = sub.add_parser("cancel", help="cancel a pending or processing job")
+    cancel.add_argument("job", metavar="JOB_ID|PATH")
+
+    purge = sub.add_parser("purge", help="forget old finished jobs")
+    purge.add_argument("--older-than", required=True, help="e.g. 7d, 12h")
+    purge.add_argument("--state", default="completed,failed,cancelled",
+                       help="comma-separated states (default: completed,failed,cancelled)")
+    purge.add_argument("--outputs", action="store_true", help="delete their outputs too")
+    purge.add_argument("--dry-run", action="store_true")
+
+    sub.add_parser("doctor", help="check the installation and the running daemon")
+
+    convert = sub.add_parser("convert", help="convert one file in the foreground")
+    convert.add_argument("file", type=Path)
+    convert.add_argument("-o", "--output", type=Path, default=Path("."), help="output folder")
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    top = parser()
+    args = top.parse_args(argv)
+    if args.command == "retry" and not (args.jobs or args.failed):
+        top.error("retry needs JOB_ID|PATH or --failed")
+    if args.command == "purge":
+        states = args.state.split(",")
+        if not set(states) <= {"completed", "failed", "cancelled"}:
+            top.error("purge --state takes completed, failed, cancelled")
     try:
         settings = load_settings(args.config)
-        if args.command != "status":
+        if args.command in (*DAEMONS, "enqueue"):
             from watcher.preflight import prepare_dirs
 
             prepare_dirs(settings)
     except ConfigError as exc:
         print(f"hotfolder: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
-    return dispatch(args, settings)
+    from watcher.jobs import JobNotFound
+
+    try:
+        return dispatch(args, settings)
+    except (JobNotFound, ValueError) as exc:
+        print(f"hotfolder: {exc}", file=sys.stderr)
+        return 1
 
 
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from watcher.logs import configure_logging
 
-    configure_logging(settings.log, process=args.command)
-    if args.command == "run":
+    command = args.command
+    if command in DAEMONS:
+        configure_logging(settings.log, command, sys.stdout)
+    else:  # an operator command answers on stdout; only warnings and errors go to stderr
+        quiet = settings.log.model_copy(update={"level": max(settings.log.level, "warning", key=LEVELS.index)})
+        configure_logging(quiet, command, sys.stderr)
+    if command in DAEMONS:
+        return run_daemon(command, settings)
+    if command == "status":
+        from watcher.status import show_status, watch_status
+
+        if args.watch:
+            return watch_status(settings, args.interval)
+        return show_status(settings, args.json)
+    if command in ("jobs", "show"):
+        from watcher.jobs import jobs_command, show_job
+
+        if command == "jobs":
+            return jobs_command(settings, args.state, args.since, args.sort, args.limit, args.json)
+        return show_job(settings, args.job, args.json)
+    if command == "doctor":
+        from watcher.doctor import run_doctor
+
+        return run_doctor(settings)
+    if command == "convert":
+        from watcher.oneshot import convert_one
+
+        return convert_one(settings, args.file, args.output)
+    return control(args, settings)
+
+
+def run_daemon(command: str, settings: Settings) -> int:
+    if command == "run":
         from watcher.supervisor import run_all
 
         return run_all(settings)
-    if args.command == "watch":
+    if command == "watch":
         from watcher.watch import run_watch
 
         return run_watch(settings)
-    if args.command == "work":
-        from watcher.consumer import run_work
+    from watcher.consumer import run_work
 
-        return run_work(settings)
-    from watcher.status import show_status
+    return run_work(settings)
 
-    return show_status(settings, args.json)
+
+def control(args: argparse.Namespace, settings: Settings) -> int:
+    from watcher import control
+
+    if args.command == "enqueue":
+        return control.enqueue_paths(settings, args.paths, args.priority, args.force)
+    if args.command == "retry":
+        return control.retry_jobs(settings, args.jobs, args.failed)
+    if args.command == "cancel":
+        return control.cancel_job(settings, args.job)
+    return control.purge_jobs(
+        settings, args.older_than, args.state.split(","), args.outputs, args.dry_run
+    )
 
 
 if __name__ == "__main__":

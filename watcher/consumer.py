@@ -44,7 +44,10 @@ def run_work(settings: Settings) -> int:
     guard.install()
     guard.recover_stale()
     log.info("work.started", workers=settings.worker_count, queue=queue.depth())
-    consumer.run()
+    try:
+        consumer.run()
+    finally:
+        guard.heartbeat.stop()
     log.info("work.stopped")
     return 0
 

@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import os
 import stat
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import structlog
 
-from handlers.sidecar import (
-    TERMINAL,
-    JobStatus,
-    new_status,
-    read_status,
-    sidecar_path,
-    write_status,
-)
+from handlers.ledger import Ledger
+from handlers.sidecar import TERMINAL, JobStatus, new_status
 from handlers.source import digest, job_id
 from watcher.queue import Queue
 from watcher.settings import Settings
@@ -25,27 +20,37 @@ log = structlog.get_logger("hotfolder.intake")
 
 
 class Intake:
-    def __init__(self, settings: Settings, queue: Queue) -> None:
+    def __init__(self, settings: Settings, queue: Queue, ledger: Ledger) -> None:
         self.input_dir = settings.input_dir
-        self.output_dir = settings.output_dir
+        self.ledger = ledger
         self.priority = settings.queue.default_priority
+        self.rules = settings.queue.priority_rules
         self.enqueue_timeout = settings.queue.enqueue_timeout
         self.queue = queue
 
-    def submit(self, path: Path, queued: frozenset[str] | None = None) -> str:
+    def submit(
+        self,
+        path: Path,
+        queued: frozenset[str] | None = None,
+        priority: int | None = None,
+        force: bool = False,
+    ) -> str:
         """Hand `path` on; returns what happened. `queued` is the queue snapshot of a scan
-        (None for a live event, where a job already pending for this content is left alone)."""
+        (None for a live event, where a job already pending for this content is left alone).
+        `force` converts again even when the current content already has an outcome."""
         if not self.eligible(path):
             return "ineligible"
         rel = os.fsdecode(path.relative_to(self.input_dir))
-        sidecar = sidecar_path(self.output_dir, rel)
-        recorded = read_status(sidecar)
+        priority = self.priority_for(rel) if priority is None else priority
+        recorded = self.ledger.read(rel)
         info = path.stat()
         if queued is not None and unchanged_since(recorded, info):
             sha, size = recorded.sha256, recorded.size_bytes  # type: ignore[union-attr]
         else:
             sha, size = digest(path)
-        if recorded and recorded.sha256 == sha:
+        if recorded and recorded.state == "processing" and force:
+            return "in_flight"
+        if recorded and recorded.sha256 == sha and not force:
             if recorded.state in TERMINAL:
                 # A scan meets every finished file again; only a live re-drop is news.
                 emit = log.info if queued is None else log.debug
@@ -57,12 +62,19 @@ class Intake:
             self.queue.enqueue(rel, recorded.priority, self.enqueue_timeout)
             log.info("job.requeued", source=rel, job_id=recorded.job_id)
             return "requeued"
-        status = new_status(rel, job_id(rel, sha), sha, size, self.priority)
+        status = new_status(rel, job_id(rel, sha), sha, size, priority)
         status.mtime_ns = info.st_mtime_ns
-        write_status(sidecar, status)
-        self.queue.enqueue(rel, self.priority, self.enqueue_timeout)
+        self.ledger.save(status)
+        self.queue.enqueue(rel, priority, self.enqueue_timeout)
         log.info("job.pending", source=rel, job_id=status.job_id, size_bytes=size)
         return "enqueued"
+
+    def priority_for(self, rel: str) -> int:
+        """The first `queue.priority_rules` glob matching the path, else the default."""
+        for pattern, priority in self.rules.items():
+            if fnmatchcase(rel, pattern):
+                return priority
+        return self.priority
 
     def eligible(self, path: Path) -> bool:
         """A regular file whose real location is inside the input dir (no symlink escapes)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
@@ -19,9 +20,11 @@ SHARED: list[structlog.types.Processor] = [
 ]
 
 
-def configure_logging(config: LogConfig, process: str) -> None:
-    """Route structlog and stdlib logging to stdout in one format, tagged with `process`."""
-    as_json = config.format == "json" or (config.format == "auto" and not sys.stdout.isatty())
+def configure_logging(config: LogConfig, process: str, stream: TextIO = sys.stdout) -> None:
+    """Route structlog and stdlib logging to `stream` (stdout for the daemons, stderr for
+    the operator commands, whose stdout is their answer) in one format, tagged with
+    `process`."""
+    as_json = config.format == "json" or (config.format == "auto" and not stream.isatty())
     def tag(_: object, __: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
         event.setdefault("process", process)
         return event
@@ -44,7 +47,7 @@ def configure_logging(config: LogConfig, process: str) -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

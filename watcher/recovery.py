@@ -13,10 +13,11 @@ from huey.consumer import Consumer
 
 from handlers.errors import lost_worker
 from handlers.pipeline import end_vanished, recover_lost
-from handlers.sidecar import TERMINAL, iter_sidecars, read_status
+from handlers.sidecar import TERMINAL, now_iso
 from watcher import inflight
+from watcher.heartbeat import Heartbeat, pid_exists
 from watcher.queue import Queue
-from watcher.settings import Settings, job_policy
+from watcher.settings import Settings, job_policy, open_ledger
 
 log = structlog.get_logger("hotfolder.recovery")
 
@@ -27,7 +28,7 @@ def recover(settings: Settings, queue: Queue, rel: str, reason: str) -> None:
     status = recover_lost(
         rel,
         settings.input_dir,
-        settings.output_dir,
+        open_ledger(settings),
         settings.locks_dir,
         policy,
         lost_worker(reason, settings.jobs.hard_timeout),
@@ -39,17 +40,21 @@ def recover(settings: Settings, queue: Queue, rel: str, reason: str) -> None:
 
 def sweep(settings: Settings, queue: Queue) -> None:
     """The sidecar half of a reconciler pass: a `processing` job whose worker is gone is
-    recovered, and a waiting job whose input vanished is ended."""
+    recovered, a waiting job whose input vanished is ended, and the index is resynced."""
     policy = job_policy(settings)
-    for sidecar in iter_sidecars(settings.output_dir):
-        status = read_status(sidecar)
-        if status is None or status.state in TERMINAL:
+    ledger = open_ledger(settings)
+    since = now_iso()
+    statuses = list(ledger.all())
+    if ledger.index is not None:
+        ledger.index.sync(statuses, since)  # what the pass changes is mirrored as written
+    for status in statuses:
+        if status.state in TERMINAL:
             continue
         try:
             if status.state == "processing":
                 recover(settings, queue, status.source, "crashed")  # no-op while locked
             elif not (settings.input_dir / status.source).exists():
-                end_vanished(status.source, settings.output_dir, settings.locks_dir, policy)
+                end_vanished(status.source, ledger, settings.locks_dir, policy)
         except Exception:  # per-job boundary: one bad record must not stop the pass
             log.exception("recovery.failed", source=status.source)
 
@@ -63,11 +68,13 @@ class WorkerGuard:
         self.queue = queue
         self.consumer = consumer
         self.killed: set[int] = set()
+        self.heartbeat = Heartbeat(settings.state_dir, "work")
 
     def install(self) -> None:
         check: Callable[[], bool] = self.consumer.check_worker_health
 
         def guarded() -> bool:
+            self.beat()
             self.kill_overdue()
             dead = [proc.pid for _, proc in self.consumer.worker_threads if not proc.is_alive()]
             healthy = check()
@@ -77,10 +84,14 @@ class WorkerGuard:
 
         self.consumer.check_worker_health = guarded  # type: ignore[method-assign]
 
+    def beat(self) -> None:
+        pids = [proc.pid for _, proc in self.consumer.worker_threads if proc.is_alive()]
+        self.heartbeat.beat(workers=pids, configured=len(self.consumer.worker_threads))
+
     def recover_stale(self) -> None:
         """Entries left by workers of an earlier consumer that was killed."""
         for entry in inflight.all_running(self.settings.workers_dir):
-            if not pid_alive(entry.pid):
+            if not pid_exists(entry.pid):
                 self.recover_pid(entry.pid)
 
     def kill_overdue(self) -> None:
@@ -107,13 +118,3 @@ class WorkerGuard:
             log.exception("recovery.failed", source=entry.source)
             return
         inflight.clear(self.settings.workers_dir, pid)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

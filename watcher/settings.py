@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from handlers.converter import ConversionOptions
+from handlers.index import JobIndex
+from handlers.ledger import Ledger
 from handlers.pipeline import JobPolicy
 from handlers.outputs import EXTENSIONS
 
@@ -50,6 +52,7 @@ class WorkersConfig(Section):
 
 class QueueConfig(Section):
     default_priority: int = 0
+    priority_rules: dict[str, int] = {}
     enqueue_timeout: float = Field(30.0, gt=0)
 
 
@@ -159,6 +162,11 @@ def job_policy(settings: Settings) -> JobPolicy:
         archive_dir=settings.paths.archive,
         quarantine_dir=settings.paths.quarantine,
     )
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    """The sidecars under the output dir, mirrored into the job index in the state dir."""
+    return Ledger(settings.output_dir, JobIndex(settings.state_dir / "index.db"))
 
 
 def load_settings(config_file: Path) -> Settings:

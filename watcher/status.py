@@ -1,46 +1,131 @@
-"""`hotfolder status`: job counts by state from the sidecars (the record) and the queue depth."""
+"""`hotfolder status`: totals by state, throughput, queue depth and liveness, from the job
+index, huey's storage and the heartbeats; `--watch` redraws it with a bar per running job."""
 
 from __future__ import annotations
 
 import json
-from collections import Counter
+import sys
+import time
+from datetime import datetime, timedelta, timezone
 
-from handlers.sidecar import iter_sidecars, read_status
+from handlers.index import JobIndex
+from watcher.heartbeat import read_heartbeat
 from watcher.queue import build_queue, queue_file
 from watcher.settings import Settings
 
 STATES = ("pending", "processing", "completed", "failed", "cancelled")
+RATE_WINDOW_MIN = 5
+
+
+def iso_ago(seconds: float) -> str:
+    moment = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def age_of(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return round((datetime.now(timezone.utc) - moment).total_seconds(), 1)
 
 
 def collect(settings: Settings) -> dict[str, object]:
-    counts: Counter[str] = Counter()
-    for sidecar in iter_sidecars(settings.output_dir):
-        status = read_status(sidecar)
-        counts[status.state if status else "unreadable"] += 1
-    depth = build_queue(settings).depth() if queue_file(settings).exists() else 0
+    index = JobIndex(settings.state_dir / "index.db")
+    with index.connect() as db:
+        counts = dict(db.execute("select state, count(*) from jobs group by state"))
+        finished = db.execute(
+            "select count(*) from jobs where finished_at >= ? and state = 'completed'",
+            (iso_ago(RATE_WINDOW_MIN * 60),),
+        ).fetchone()[0]
+        oldest = db.execute("select min(created_at) from jobs where state = 'pending'").fetchone()[0]
+        running = db.execute(
+            "select job_id, source, progress, pages_done, pages_total, started_at, worker "
+            "from jobs where state = 'processing' order by started_at"
+        ).fetchall()
+    depth, scheduled = queue_sizes(settings)
     return {
         "states": {state: counts.get(state, 0) for state in STATES},
-        "unreadable": counts.get("unreadable", 0),
         "total": sum(counts.values()),
         "queue_depth": depth,
+        "scheduled_retries": scheduled,
+        "jobs_per_minute": round(finished / RATE_WINDOW_MIN, 2),
+        "oldest_pending_age_s": age_of(oldest),
+        "workers": read_heartbeat(settings.state_dir, "work"),
+        "watcher": read_heartbeat(settings.state_dir, "watch"),
+        "processing": [
+            dict(zip(("job_id", "source", "progress", "pages_done", "pages_total", "started_at", "worker"), row))
+            for row in running
+        ],
         "input": str(settings.input_dir),
         "output": str(settings.output_dir),
     }
 
 
-def render_table(report: dict[str, object]) -> str:
+def queue_sizes(settings: Settings) -> tuple[int, int]:
+    if not queue_file(settings).exists():
+        return 0, 0
+    storage = build_queue(settings).huey.storage
+    return storage.queue_size(), storage.schedule_size()
+
+
+def liveness(beat: dict[str, object], what: str) -> str:
+    if not beat["alive"]:
+        return f"{what}: NOT RUNNING" + (f" (last seen {beat['age_s']} s ago)" if beat["age_s"] else "")
+    extra = f", {len(beat.get('workers', []))} worker processes" if "workers" in beat else ""  # type: ignore[arg-type]
+    return f"{what}: running (pid {beat['pid']}{extra})"
+
+
+def bar(done: int | None, total: int | None, progress: int, width: int = 24) -> str:
+    fraction = (done / total) if done is not None and total else progress / 100
+    filled = int(round(fraction * width))
+    pages = f" {done}/{total} pages" if total else ""
+    return f"[{'#' * filled}{'-' * (width - filled)}] {int(fraction * 100):3d}%{pages}"
+
+
+def render(report: dict[str, object]) -> str:
     states = report["states"]
     assert isinstance(states, dict)
-    rows = [(state, states[state]) for state in STATES]
-    if report["unreadable"]:
-        rows.append(("unreadable", report["unreadable"]))
-    rows += [("total", report["total"]), ("queue depth", report["queue_depth"])]
-    width = max(len(name) for name, _ in rows)
-    lines = [f"{name:<{width}}  {value:>7}" for name, value in rows]
-    return "\n".join([f"input  {report['input']}", f"output {report['output']}", "", *lines])
+    oldest = report["oldest_pending_age_s"]
+    lines = [
+        f"input  {report['input']}",
+        f"output {report['output']}",
+        liveness(report["watcher"], "watcher"),  # type: ignore[arg-type]
+        liveness(report["workers"], "workers"),  # type: ignore[arg-type]
+        "",
+        *(f"{state:<12}{states[state]:>8}" for state in STATES),
+        f"{'total':<12}{report['total']:>8}",
+        "",
+        f"queue depth {report['queue_depth']} (+{report['scheduled_retries']} retries scheduled)",
+        f"throughput  {report['jobs_per_minute']} jobs/min (last {RATE_WINDOW_MIN} min)",
+        f"oldest pending {'-' if oldest is None else f'{oldest:.0f} s'}",
+    ]
+    running = report["processing"]
+    assert isinstance(running, list)
+    if running:
+        lines += ["", "processing:"]
+        for job in running:
+            lines.append(
+                f"  {job['job_id'][:12]}  {bar(job['pages_done'], job['pages_total'], job['progress'])}  {job['source']}"
+            )
+    return "\n".join(lines)
 
 
 def show_status(settings: Settings, as_json: bool) -> int:
     report = collect(settings)
-    print(json.dumps(report, indent=2) if as_json else render_table(report))
+    print(json.dumps(report, indent=2) if as_json else render(report))
     return 0
+
+
+def watch_status(settings: Settings, interval: float) -> int:
+    """Redraw until Ctrl-C; in place on a terminal, frame after frame otherwise."""
+    tty = sys.stdout.isatty()
+    try:
+        while True:
+            frame = render(collect(settings))
+            stamp = time.strftime("%H:%M:%S")
+            prefix = "\x1b[H\x1b[2J" if tty else "\n"
+            sys.stdout.write(f"{prefix}hotfolder status  {stamp}  (Ctrl-C to stop)\n{frame}\n")
+            sys.stdout.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0

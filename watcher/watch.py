@@ -9,12 +9,13 @@ from types import FrameType
 
 import structlog
 
+from watcher.heartbeat import Heartbeat
 from watcher.ignore import IgnoreRules
 from watcher.intake import Intake
 from watcher.observer import Handoff, SettleTracker, start_observer
 from watcher.queue import Queue, build_queue
 from watcher.recovery import sweep
-from watcher.settings import Settings
+from watcher.settings import Settings, open_ledger
 
 log = structlog.get_logger("hotfolder.watch")
 
@@ -30,7 +31,7 @@ def run_watch(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, request_stop)
 
     queue = build_queue(settings)
-    intake = Intake(settings, queue)
+    intake = Intake(settings, queue, open_ledger(settings))
     paths = settings.paths
     rules = IgnoreRules(
         settings.input_dir,
@@ -47,8 +48,10 @@ def run_watch(settings: Settings) -> int:
     reconciler.start()
     log.info("watch.started", input=str(settings.input_dir), observer=type(observer).__name__)
     threads = {"observer": observer, "settle": tracker_thread, "reconcile": reconciler}
+    heartbeat = Heartbeat(settings.state_dir, "watch")
     try:
         while not stop.wait(0.5):
+            heartbeat.beat(observer=type(observer).__name__, tracked=len(tracker.tracked))
             dead = [name for name, thread in threads.items() if not thread.is_alive()]
             if dead:
                 log.error("watch.thread_died", thread=dead[0])
@@ -58,6 +61,7 @@ def run_watch(settings: Settings) -> int:
         observer.stop()
         for thread in threads.values():
             thread.join(timeout=5)
+        heartbeat.stop()
     log.info("watch.stopped")
     return 0
 

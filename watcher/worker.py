@@ -12,9 +12,8 @@ from huey.api import Task
 
 from handlers.converter import build_converter
 from handlers.pipeline import JobContext, process_file
-from handlers.sidecar import read_status, sidecar_path, write_status
 from watcher import inflight
-from watcher.settings import Settings, job_policy
+from watcher.settings import Settings, job_policy, open_ledger
 
 if TYPE_CHECKING:
     from watcher.queue import Queue
@@ -37,7 +36,7 @@ class Worker:
         options = self.settings.conversion.options()
         self.context = JobContext(
             input_dir=self.settings.input_dir,
-            output_dir=self.settings.output_dir,
+            ledger=open_ledger(self.settings),
             locks_dir=self.settings.locks_dir,
             options=options,
             converter=build_converter(options),
@@ -80,10 +79,10 @@ class Worker:
         except sqlite3.OperationalError as exc:
             # The sidecar stays non-terminal, so the reconciler enqueues it again.
             log.error("job.requeue_failed", source=rel, error=str(exc))
-        sidecar = sidecar_path(self.settings.output_dir, rel)
-        status = read_status(sidecar)
+        ledger = open_ledger(self.settings)
+        status = ledger.read(rel)
         if status and status.state == "processing":
             status.state, status.progress, status.worker = "pending", 0, None
             status.attempts = max(status.attempts - 1, 0)  # a stop is not the document's fault
-            write_status(sidecar, status)
+            ledger.save(status)
         log.warning("job.interrupted", source=rel, requeued=True)

@@ -1,0 +1,99 @@
+"""The job index: the sidecars' key fields in SQLite, so operator queries stay fast at
+100,000 jobs. A cache only: the sidecars stay the record, and the index is rebuilt from
+them (`sync`) whenever it may have drifted."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from handlers.sidecar import JobStatus
+
+COLUMNS = (
+    "job_id", "state", "priority", "attempts", "progress", "pages_done", "pages_total",
+    "size_bytes", "created_at", "started_at", "finished_at", "updated_at", "duration_s",
+    "error_type", "worker",
+)
+SCHEMA = f"""
+create table if not exists jobs (
+    source_key blob primary key,
+    source text not null,
+    {", ".join(COLUMNS)}
+);
+create index if not exists jobs_state on jobs (state, created_at);
+create index if not exists jobs_job_id on jobs (job_id);
+create index if not exists jobs_finished on jobs (finished_at);
+create index if not exists jobs_created on jobs (created_at);
+"""
+
+
+def source_key(rel: str) -> bytes:
+    """File names may hold undecodable bytes (surrogate escapes), which SQLite text cannot."""
+    return rel.encode("utf-8", "surrogateescape")
+
+
+def row_of(status: JobStatus) -> tuple[object, ...]:
+    error_type = status.error.get("type") if status.error else None
+    values = {**status.model_dump(include=set(COLUMNS)), "error_type": error_type}
+    shown = source_key(status.source).decode("utf-8", "backslashreplace")
+    return (source_key(status.source), shown, *(values[column] for column in COLUMNS))
+
+
+class JobIndex:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as db:
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        try:
+            db.execute("pragma journal_mode=wal")
+            db.execute("pragma synchronous=normal")  # a cache: losing the last write is fine
+            yield db
+        finally:
+            db.close()
+
+    def upsert(self, statuses: Iterable[JobStatus]) -> None:
+        """Insert or update rows; a row is never replaced by an older version of itself
+        (a sidecar read before a newer one was written)."""
+        marks = ", ".join("?" * (len(COLUMNS) + 2))
+        updates = ", ".join(f"{column} = excluded.{column}" for column in ("source", *COLUMNS))
+        with self.connect() as db:
+            db.execute("begin immediate")
+            db.executemany(
+                f"insert into jobs (source_key, source, {', '.join(COLUMNS)}) values ({marks}) "
+                f"on conflict (source_key) do update set {updates} "
+                "where excluded.updated_at >= jobs.updated_at",
+                [row_of(status) for status in statuses],
+            )
+            db.execute("commit")
+
+    def delete(self, sources: Iterable[str]) -> None:
+        with self.connect() as db:
+            db.executemany("delete from jobs where source_key = ?", [(source_key(s),) for s in sources])
+
+    def updated(self) -> dict[bytes, str]:
+        """source_key -> updated_at of every indexed job."""
+        with self.connect() as db:
+            return dict(db.execute("select source_key, updated_at from jobs"))
+
+    def sync(self, statuses: Iterable[JobStatus], since: str) -> int:
+        """Make the index match these sidecars, all of those found by a walk that began
+        at `since`; rows written after that are left alone. Returns rows changed."""
+        known = self.updated()
+        changed = []
+        for status in statuses:
+            if known.pop(source_key(status.source), None) != status.updated_at:
+                changed.append(status)
+        if changed:
+            self.upsert(changed)
+        gone = [(key,) for key, updated_at in known.items() if updated_at < since]
+        if gone:
+            with self.connect() as db:
+                db.executemany("delete from jobs where source_key = ?", gone)
+        return len(changed) + len(gone)

@@ -1,0 +1,113 @@
+"""`hotfolder doctor`: every check an operator would make by hand, with what to do about
+each problem; exit 1 when something is wrong."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from watcher.heartbeat import read_heartbeat
+from watcher.settings import Settings
+
+# Format -> the modules its docling backend needs (the extras hotfolder installs).
+BACKENDS = {
+    "PDF": ("docling_parse", "pypdfium2"),
+    "DOCX/PPTX/XLSX": ("docx", "pptx", "openpyxl"),
+    "HTML/EPUB": ("bs4",),
+    "Markdown": ("marko",),
+    "OpenDocument": ("odfdo",),
+    "Email": ("mailparser",),
+    "LaTeX": ("pylatexenc",),
+    "JATS/USPTO XML": ("lxml", "defusedxml"),
+}
+MIN_FREE = 500 * 2**20
+Check = tuple[bool, str, str]  # ok, what was checked, what to do if not ok
+
+
+def check_dirs(settings: Settings) -> list[Check]:
+    results = []
+    for key, path in (("paths.input", settings.input_dir), ("paths.output", settings.output_dir),
+                      ("paths.state", settings.state_dir)):
+        ok = path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+        results.append((ok, f"{key} {path} exists and is writable",
+                        "create it or fix its owner/permissions (chown to the service user)"))
+    return results
+
+
+def check_disk(settings: Settings) -> list[Check]:
+    results = []
+    for key, path in (("paths.output", settings.output_dir), ("paths.state", settings.state_dir)):
+        if not path.exists():
+            continue
+        free = shutil.disk_usage(path).free
+        results.append((free >= MIN_FREE, f"free space on {key}: {free / 2**30:.1f} GiB",
+                        "free some space: below 500 MiB conversions fail with disk_full"))
+    return results
+
+
+def check_inotify(settings: Settings) -> list[Check]:
+    if settings.watch.observer != "native":
+        return [(True, "polling observer configured (no inotify watches needed)", "")]
+    limit_file = Path("/proc/sys/fs/inotify/max_user_watches")
+    if not limit_file.exists():
+        return [(False, "inotify is available", 'set watch.observer = "polling"')]
+    limit = int(limit_file.read_text())
+    folders = sum(1 for _ in os.walk(settings.input_dir)) if settings.input_dir.exists() else 0
+    return [(folders * 2 < limit, f"inotify watches: {folders} folders to watch, limit {limit}",
+             "raise it: sysctl fs.inotify.max_user_watches=524288 (or use the polling observer)")]
+
+
+def check_queue(settings: Settings) -> list[Check]:
+    from watcher.queue import build_queue
+
+    try:
+        depth = build_queue(settings).depth()
+    except Exception as exc:  # any storage failure is the finding itself
+        return [(False, f"queue database opens ({exc})", "check paths.state is on a local disk and writable")]
+    return [(True, f"queue database opens ({depth} waiting)", "")]
+
+
+def check_backends(settings: Settings) -> list[Check]:
+    results = [import_check("docling converter", ("docling.document_converter",))]
+    results += [import_check(f"{fmt} backend", modules) for fmt, modules in BACKENDS.items()]
+    return results
+
+
+def import_check(what: str, modules: tuple[str, ...]) -> Check:
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            return (False, f"{what} imports ({exc})", "reinstall: .venv/bin/pip install -e .")
+    return (True, f"{what} imports", "")
+
+
+def check_processes(settings: Settings) -> list[Check]:
+    results = []
+    for role, command in (("watch", "watcher"), ("work", "workers")):
+        beat = read_heartbeat(settings.state_dir, role)
+        results.append((bool(beat["alive"]), f"{command} running",
+                        f"start it: hotfolder run (or systemctl start hotfolder-{role})"))
+    return results
+
+
+CHECKS: list[Callable[[Settings], list[Check]]] = [
+    check_dirs, check_disk, check_inotify, check_queue, check_backends, check_processes,
+]
+
+
+def run_doctor(settings: Settings) -> int:
+    print(f"ok    config {settings.config_file} loads")
+    problems = 0
+    for check in CHECKS:
+        for ok, what, fix in check(settings):
+            print(f"{'ok' if ok else 'FAIL':<6}{what}" + ("" if ok else f"\n      -> {fix}"))
+            problems += not ok
+    torch = importlib.util.find_spec("torch") is not None
+    print(f"note  images and scanned PDFs: {'models can be used' if torch else 'need docling models (not installed)'}")
+    print(f"\n{problems} problem{'s' if problems != 1 else ''} found" if problems else "\nall checks passed")
+    return 1 if problems else 0

@@ -1,0 +1,141 @@
+"""`hotfolder jobs` and `hotfolder show`: the job list from the index, one job in full from
+its sidecar; and finding a job by id prefix or by path."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from handlers.index import JobIndex
+from handlers.sidecar import JobStatus
+from watcher.settings import Settings, open_ledger
+from watcher.status import iso_ago
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+SORTS = {
+    "created": "created_at desc",
+    "finished": "finished_at desc",
+    "priority": "priority desc, created_at asc",
+}
+LISTED = ("job_id", "state", "progress", "priority", "attempts", "created_at", "finished_at",
+          "duration_s", "error_type")
+
+
+class JobNotFound(Exception):
+    """An id or path that names no job, or more than one; the message says which."""
+
+
+def parse_age(text: str) -> float:
+    """"90s", "30m", "1h", "7d", "2w" -> seconds."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip())
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 1h, 7d)")
+    return float(match.group(1)) * UNITS[match.group(2)]
+
+
+def list_jobs(
+    settings: Settings, state: str | None, since: str | None, sort: str, limit: int
+) -> list[dict[str, object]]:
+    where, params = [], []
+    if state:
+        where.append("state = ?")
+        params.append(state)
+    if since:
+        where.append("created_at >= ?")
+        params.append(iso_ago(parse_age(since)))
+    clause = f"where {' and '.join(where)}" if where else ""
+    query = f"select source, {', '.join(LISTED)} from jobs {clause} order by {SORTS[sort]} limit ?"
+    with JobIndex(settings.state_dir / "index.db").connect() as db:
+        rows = db.execute(query, (*params, limit)).fetchall()
+    return [dict(zip(("source", *LISTED), row)) for row in rows]
+
+
+def render_jobs(rows: list[dict[str, object]]) -> str:
+    if not rows:
+        return "no jobs"
+    header = f"{'JOB ID':<12}  {'STATE':<10}  {'PROG':>4}  {'PRIO':>4}  {'TRY':>3}  {'CREATED':<19}  {'FINISHED':<19}  SOURCE"
+    lines = [header]
+    for row in rows:
+        note = f"  ({row['error_type']})" if row["error_type"] else ""
+        lines.append(
+            f"{str(row['job_id'])[:12]:<12}  {row['state']:<10}  {row['progress']:>3}%  {row['priority']:>4}  "
+            f"{row['attempts']:>3}  {short(row['created_at'])}  {short(row['finished_at'])}  "
+            f"{row['source']}{note}"
+        )
+    return "\n".join(lines)
+
+
+def short(stamp: object) -> str:
+    return f"{str(stamp)[:19].replace('T', ' '):<19}" if stamp else f"{'-':<19}"
+
+
+def resolve(settings: Settings, target: str) -> str:
+    """The source (relative path) named by a job id prefix or by a path."""
+    rel = as_input_rel(settings, target)
+    if rel is not None:
+        return rel
+    if not re.fullmatch(r"[0-9a-f]{1,16}", target):
+        raise JobNotFound(f"no job for {target!r}: not a job id, nor a file in {settings.input_dir}")
+    with JobIndex(settings.state_dir / "index.db").connect() as db:
+        rows = db.execute(
+            "select job_id, source_key from jobs where job_id like ? limit 6", (target + "%",)
+        ).fetchall()
+    if not rows:
+        raise JobNotFound(f"no job with id {target!r}")
+    if len(rows) > 1:
+        shown = ", ".join(job for job, _ in rows[:5])
+        raise JobNotFound(f"job id {target!r} is ambiguous: {shown}{'...' if len(rows) > 5 else ''}")
+    return bytes(rows[0][1]).decode("utf-8", "surrogateescape")
+
+
+def as_input_rel(settings: Settings, target: str) -> str | None:
+    """A path to a file in the input dir (as given, or relative to it) with a sidecar."""
+    ledger = open_ledger(settings)
+    for candidate in (Path(target), settings.input_dir / target):
+        try:
+            rel = os.fsdecode(candidate.resolve().relative_to(settings.input_dir))
+        except ValueError:
+            continue
+        if ledger.path(rel).exists() or candidate.exists():
+            return rel
+    return None
+
+
+def find_status(settings: Settings, target: str) -> JobStatus:
+    rel = resolve(settings, target)
+    status = open_ledger(settings).read(rel)
+    if status is None:
+        raise JobNotFound(f"no job for {rel!r}: it has no sidecar (not seen yet, or purged)")
+    return status
+
+
+def render_show(status: JobStatus) -> str:
+    data = status.model_dump()
+    lines = [f"{key:<16}{'' if value is None else value}" for key, value in data.items() if key not in ("error", "outputs", "warnings")]
+    if status.outputs:
+        lines += ["outputs:"] + [f"  {fmt:<6}{path}" for fmt, path in status.outputs.items()]
+    if status.error:
+        lines += [
+            f"error type      {status.error['type']}",
+            f"error message   {status.error['message']}",
+            f"retryable       {status.error['retryable']}",
+        ]
+    lines += [f"warning         {w}" for w in status.warnings]
+    return "\n".join(lines)
+
+
+def show_job(settings: Settings, target: str, as_json: bool) -> int:
+    status = find_status(settings, target)
+    print(json.dumps(status.model_dump(), indent=2, ensure_ascii=True) if as_json else render_show(status))
+    return 0
+
+
+def jobs_command(
+    settings: Settings, state: str | None, since: str | None, sort: str, limit: int, as_json: bool
+) -> int:
+    rows = list_jobs(settings, state, since, sort, limit)
+    print(json.dumps(rows, indent=2) if as_json else render_jobs(rows))
+    return 0
+

@@ -1,0 +1,54 @@
+"""`hotfolder convert FILE`: one file in the foreground, with the same outputs and sidecar as
+the daemon's, and a progress bar; for trying things out."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from handlers.converter import build_converter
+from handlers.ledger import Ledger
+from handlers.pipeline import JobContext, process_file
+from handlers.sidecar import JobStatus
+from watcher.settings import Settings, job_policy
+
+
+def show_progress(status: JobStatus) -> None:
+    if sys.stderr.isatty() and status.pages_total:
+        width = 30
+        filled = (status.pages_done or 0) * width // status.pages_total
+        sys.stderr.write(f"\r[{'#' * filled}{'-' * (width - filled)}] {status.pages_done}/{status.pages_total} pages")
+
+
+def convert_one(settings: Settings, file: Path, output_dir: Path) -> int:
+    source = file.resolve()
+    if not source.is_file():
+        print(f"hotfolder: {file}: no such file", file=sys.stderr)
+        return 1
+    options = settings.conversion.options()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hotfolder-locks-") as locks:
+        context = JobContext(
+            input_dir=source.parent,
+            ledger=Ledger(output_dir.resolve()),
+            locks_dir=Path(locks),
+            options=options,
+            converter=build_converter(options),
+            # In the foreground: one attempt, and the file is left where it is.
+            policy=replace(job_policy(settings), max_attempts=1, on_success="keep", on_failure="keep"),
+            on_progress=show_progress,
+        )
+        status = process_file(source.name, context)
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    assert status is not None
+    if status.state != "completed":
+        error = status.error or {}
+        print(f"failed: {error.get('type')}: {error.get('message')}", file=sys.stderr)
+        return 1
+    for fmt, path in status.outputs.items():
+        print(f"{fmt:<6}{output_dir / path}")
+    print(f"status{context.ledger.path(source.name)}  ({status.pages or 0} pages, {status.duration_s} s)")
+    return 0
