@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # pip's notes about absent local mirrors are noise, not errors.
 QUIET_PIP := { grep -v '^WARNING: Location' || true; }
 
-.PHONY: install run test clean
+.PHONY: install run test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "hotfolder needs Python >= 3.11"'
@@ -23,6 +23,9 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python tests/bench/bench_cli.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -122,6 +122,7 @@ class Daemon:
         return self.root / "config.toml"
 
     def write_config(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         base = {
             "watch": {"settle_seconds": 0.5},
             "workers": {"count": 2, "poll_max_delay": 0.25, "shutdown_timeout": 20},
@@ -134,7 +135,7 @@ class Daemon:
         lines = []
         for section, values in base.items():
             lines.append(f"[{section}]")
-            lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
+            lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
         self.config_file.write_text("\n".join(lines) + "\n")
 
     def start(self) -> Daemon:
@@ -235,17 +236,44 @@ class Daemon:
         self.process.wait(10)
 
 
+def toml_value(value: object) -> str:
+    """JSON is TOML for numbers, strings, booleans and lists; tables need `=`."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
 def hotfolder_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "watcher.cli", *args]
 
 
 def status_json(config_file: Path) -> dict:
     """What `hotfolder status --json` reports."""
-    done = subprocess.run(
-        hotfolder_argv("--config", str(config_file), "status", "--json"),
-        capture_output=True, text=True, check=True, timeout=60,
-    )
+    done = run_cli(config_file, "status", "--json")
+    assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def long_pdf(target: Path, copies: int = 10) -> Path:
+    """A real PDF of `copies` x 18 pages (the corpus's redp5110), slow enough to watch."""
+    import pypdfium2
+
+    source = pypdfium2.PdfDocument(corpus("pdf/redp5110_sampled.pdf"))
+    out = pypdfium2.PdfDocument.new()
+    for _ in range(copies):
+        out.import_pages(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.part")
+    out.save(temp)
+    os.replace(temp, target)
+    return target
+
+
+def run_cli(config_file: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        hotfolder_argv("--config", str(config_file), *args),
+        capture_output=True, text=True, timeout=timeout,
+    )
 
 
 def drop(source: Path, target: Path) -> Path:

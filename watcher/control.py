@@ -163,7 +163,8 @@ def purge_jobs(
 ) -> int:
     forgotten, kept = purge(settings, parse_age(older_than), states, outputs, dry_run)
     verb = "would forget" if dry_run else "forgot"
-    print(f"{verb} {len(forgotten)} jobs finished over {older_than} ago ({', '.join(states)})"
+    jobs = f"{len(forgotten)} job{'' if len(forgotten) == 1 else 's'}"
+    print(f"{verb} {jobs} finished over {older_than} ago ({', '.join(states)})"
           + (", outputs included" if outputs else ""))
     if kept:
         print(f"kept {kept} whose input is still in the input folder (it would be converted again)")

@@ -65,6 +65,7 @@ class JobsConfig(Section):
     max_pages: int = Field(0, ge=0)
     on_success: Literal["keep", "archive", "delete"] = "keep"
     on_failure: Literal["keep", "quarantine"] = "keep"
+    retention_days: float = Field(0.0, ge=0)
 
 
 class ConversionConfig(Section):

@@ -9,6 +9,7 @@ from types import FrameType
 
 import structlog
 
+from watcher.control import FINISHED, purge
 from watcher.heartbeat import Heartbeat
 from watcher.ignore import IgnoreRules
 from watcher.intake import Intake
@@ -75,5 +76,9 @@ def reconcile_forever(
         started = time.monotonic()
         tracker.notify(settings.input_dir, frozenset(queue.queued_sources()))
         sweep(settings, queue)
+        if settings.jobs.retention_days:
+            forgotten, _ = purge(settings, settings.jobs.retention_days * 86400, FINISHED, False, False)
+            if forgotten:
+                log.info("retention.purged", jobs=len(forgotten))
         log.info("reconcile.pass", seconds=round(time.monotonic() - started, 3))
         stop.wait(settings.jobs.reconcile_interval)
