@@ -97,7 +97,9 @@ def convert(
 def failure_sentence(result: ConversionResult) -> str:
     detail = "; ".join(error.error_message for error in result.errors)[:500]
     kind = result.input.format.value.upper() if result.input.format else "document"
-    return f"The {kind} file could not be read; it may be damaged, encrypted or incomplete. ({detail})"
+    return (
+        f"The {kind} file could not be read; it may be damaged, encrypted or incomplete. ({detail})"
+    )
 
 
 def check_text_layer(result: ConversionResult) -> None:

@@ -29,9 +29,7 @@ def move_into(source: Path, target_root: Path, rel: str) -> Path:
     return target
 
 
-def dispose(
-    source: Path, rel: str, action: str, target_root: Path | None, reason: str = ""
-) -> str:
+def dispose(source: Path, rel: str, action: str, target_root: Path | None, reason: str = "") -> str:
     """Apply `action` ("keep", "archive", "delete", "quarantine"); returns what was done.
     `target_root` is the archive or quarantine dir, needed by those two actions."""
     if action == "keep":

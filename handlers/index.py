@@ -12,9 +12,21 @@ from pathlib import Path
 from handlers.sidecar import JobStatus
 
 COLUMNS = (
-    "job_id", "state", "priority", "attempts", "progress", "pages_done", "pages_total",
-    "size_bytes", "created_at", "started_at", "finished_at", "updated_at", "duration_s",
-    "error_type", "worker",
+    "job_id",
+    "state",
+    "priority",
+    "attempts",
+    "progress",
+    "pages_done",
+    "pages_total",
+    "size_bytes",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "duration_s",
+    "error_type",
+    "worker",
 )
 SCHEMA = f"""
 create table if not exists jobs (
@@ -75,7 +87,9 @@ class JobIndex:
 
     def delete(self, sources: Iterable[str]) -> None:
         with self.connect() as db:
-            db.executemany("delete from jobs where source_key = ?", [(source_key(s),) for s in sources])
+            db.executemany(
+                "delete from jobs where source_key = ?", [(source_key(s),) for s in sources]
+            )
 
     def updated(self) -> dict[bytes, str]:
         """source_key -> updated_at of every indexed job."""

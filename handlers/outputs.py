@@ -39,8 +39,15 @@ def write_outputs(
     """Write every requested format, all or none; returns format -> path relative to
     output_dir."""
     files = [
-        (output_path(output_dir, rel, fmt), render(document, fmt).encode("utf-8", "surrogateescape"))
+        (
+            output_path(output_dir, rel, fmt),
+            render(document, fmt).encode("utf-8", "surrogateescape"),
+        )
         for fmt in formats
     ]
     write_all_atomic(files)
-    return {fmt: path.relative_to(output_dir).as_posix() for fmt, (path, _) in zip(formats, files)}
+    paths = [path for path, _ in files]
+    return {
+        fmt: path.relative_to(output_dir).as_posix()
+        for fmt, path in zip(formats, paths, strict=True)
+    }

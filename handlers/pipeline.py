@@ -19,14 +19,13 @@ from handlers.errors import JobError, classify
 from handlers.ledger import Ledger
 from handlers.lock import cancel_requested, clear_cancel, job_lock
 from handlers.outputs import write_outputs
-from handlers.sidecar import JobStatus, new_status, now_iso
+from handlers.sidecar import TERMINAL, JobStatus, new_status, now_iso
 from handlers.source import digest, job_id, open_source, vanished
 
 if TYPE_CHECKING:
     from docling.document_converter import DocumentConverter
 
 log = structlog.get_logger("hotfolder.job")
-FINISHED_FOR_CONTENT = ("completed", "cancelled")  # not run again unless a person asks
 
 
 class JobCancelled(BaseException):
@@ -86,7 +85,9 @@ def run_locked(rel: str, ctx: JobContext, priority: int) -> JobStatus:
     except (JobError, OSError) as exc:
         status = recorded or new_status(rel, job_id(rel, ""), "", 0, priority)
         return fail(ctx.ledger, status, classify(exc), ctx.policy, source=None)
-    if recorded and recorded.state in FINISHED_FOR_CONTENT and recorded.sha256 == sha:
+    # An outcome for this content stands until a person asks again (`retry` and
+    # `enqueue --force` reopen the record first); a stray duplicate task is a no-op.
+    if recorded and recorded.state in TERMINAL and recorded.sha256 == sha:
         log.info("job.skipped", source=rel, job_id=recorded.job_id, reason=recorded.state)
         return recorded
     status = start(ctx.ledger, recorded, rel, sha, size, priority, ctx.worker)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -52,7 +52,7 @@ class JobStatus(BaseModel):
 
 
 def now_iso(delay: float = 0.0) -> str:
-    moment = datetime.now(timezone.utc) + timedelta(seconds=delay)
+    moment = datetime.now(UTC) + timedelta(seconds=delay)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -205,9 +205,8 @@ class Daemon:
     def check_running(self) -> None:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise AssertionError(
-                f"hotfolder {self.command} exited with {self.process.returncode}:\n{self.log()[-4000:]}"
-            )
+            code, tail = self.process.returncode, self.log()[-4000:]
+            raise AssertionError(f"hotfolder {self.command} exited with {code}:\n{tail}")
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> int:
         """Stop gracefully; fail if it does not exit in time or leaves processes behind."""
@@ -217,9 +216,10 @@ class Daemon:
             self.process.send_signal(sig)
         try:
             code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             self.kill()
-            raise AssertionError(f"hotfolder {self.command} did not stop:\n{self.log()[-4000:]}")
+            tail = self.log()[-4000:]
+            raise AssertionError(f"hotfolder {self.command} did not stop:\n{tail}") from exc
         wait_for(lambda: not any(alive(pid) for pid in self.tree), 15, "child processes to exit")
         return code
 
@@ -239,7 +239,9 @@ class Daemon:
 def toml_value(value: object) -> str:
     """JSON is TOML for numbers, strings, booleans and lists; tables need `=`."""
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        return (
+            "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        )
     return json.dumps(value)
 
 
@@ -272,7 +274,9 @@ def long_pdf(target: Path, copies: int = 10) -> Path:
 def run_cli(config_file: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         hotfolder_argv("--config", str(config_file), *args),
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

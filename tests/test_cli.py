@@ -10,7 +10,13 @@ import time
 
 from handlers.source import digest, job_id
 from tests.helpers import (
-    corpus, drop, hotfolder_argv, long_pdf, run_cli, status_json, wait_for,
+    corpus,
+    drop,
+    hotfolder_argv,
+    long_pdf,
+    run_cli,
+    status_json,
+    wait_for,
 )
 
 
@@ -21,8 +27,16 @@ def test_status_jobs_and_show_against_a_running_daemon(make_daemon) -> None:
     (daemon.input / "bad.xyz").write_bytes(b"\x00 not a document")
     for rel in ("a.docx", "sub/b.csv", "bad.xyz"):
         daemon.wait_terminal(rel)
-    report = wait_for(lambda: (r := status_json(daemon.config_file))["workers"]["alive"] and r, 20, "a heartbeat")
-    assert report["states"] == {"pending": 0, "processing": 0, "completed": 2, "failed": 1, "cancelled": 0}
+    report = wait_for(
+        lambda: (r := status_json(daemon.config_file))["workers"]["alive"] and r, 20, "a heartbeat"
+    )
+    assert report["states"] == {
+        "pending": 0,
+        "processing": 0,
+        "completed": 2,
+        "failed": 1,
+        "cancelled": 0,
+    }
     assert report["total"] == 3 and report["queue_depth"] == 0
     assert report["watcher"]["alive"] and len(report["workers"]["workers"]) == 2
     assert report["jobs_per_minute"] == 0.4  # 2 completed within the 5-minute window
@@ -33,7 +47,9 @@ def test_status_jobs_and_show_against_a_running_daemon(make_daemon) -> None:
     assert {r["source"] for r in rows} == {"a.docx", "sub/b.csv", "bad.xyz"}
     failed = json.loads(run_cli(daemon.config_file, "jobs", "--state", "failed", "--json").stdout)
     assert [(r["source"], r["error_type"]) for r in failed] == [("bad.xyz", "unsupported_format")]
-    assert len(json.loads(run_cli(daemon.config_file, "jobs", "--limit", "1", "--json").stdout)) == 1
+    assert (
+        len(json.loads(run_cli(daemon.config_file, "jobs", "--limit", "1", "--json").stdout)) == 1
+    )
     assert json.loads(run_cli(daemon.config_file, "jobs", "--since", "1h", "--json").stdout)
     listing = run_cli(daemon.config_file, "jobs").stdout.splitlines()
     assert listing[0].startswith("JOB ID") and len(listing) == 4
@@ -82,8 +98,12 @@ def test_live_status_view_shows_progress_bars(make_daemon) -> None:
     long_pdf(daemon.input / "long.pdf", copies=10)
     daemon.wait_state("long.pdf", ("processing",))
     view = subprocess.Popen(
-        hotfolder_argv("--config", str(daemon.config_file), "status", "--watch", "--interval", "0.3"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        hotfolder_argv(
+            "--config", str(daemon.config_file), "status", "--watch", "--interval", "0.3"
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     time.sleep(2.5)
     view.send_signal(signal.SIGINT)
@@ -105,7 +125,9 @@ def test_enqueue_priorities_and_force(make_daemon, tmp_path) -> None:
     outside = tmp_path / "outside"
     (outside / "batch").mkdir(parents=True)
     for name in ("a.csv", "b.csv"):
-        shutil.copyfile(corpus(f"csv/csv-{'comma' if name == 'a.csv' else 'tab'}.csv"), outside / "batch" / name)
+        shutil.copyfile(
+            corpus(f"csv/csv-{'comma' if name == 'a.csv' else 'tab'}.csv"), outside / "batch" / name
+        )
     shutil.copyfile(corpus("docx/word_sample.docx"), outside / "one.docx")
     low = run_cli(watch.config_file, "enqueue", str(outside / "batch"), "--priority", "-3")
     assert low.returncode == 0 and "2 files: 2 enqueued" in low.stdout, low
@@ -127,7 +149,11 @@ def test_enqueue_priorities_and_force(make_daemon, tmp_path) -> None:
     assert "1 unchanged" in again.stdout
     forced = run_cli(watch.config_file, "enqueue", str(watch.input / "one.docx"), "--force")
     assert "1 enqueued" in forced.stdout
-    wait_for(lambda: len([e for e in work.events("job.started") if e["source"] == "one.docx"]) == 2, 30, "re-conversion")
+    wait_for(
+        lambda: len([e for e in work.events("job.started") if e["source"] == "one.docx"]) == 2,
+        30,
+        "re-conversion",
+    )
     assert watch.wait_state("one.docx", ("completed",))["attempts"] == 1
     clash = run_cli(watch.config_file, "enqueue", str(outside / "one.docx"))
     assert clash.returncode == 1 and "already exists" in clash.stderr
@@ -163,7 +189,9 @@ def test_cancel_pending_and_processing_then_retry(make_daemon, tmp_path) -> None
     (watch.input / "bad.xyz").write_bytes(b"\x00")
     first = watch.wait_state("bad.xyz", ("failed",))
     assert run_cli(watch.config_file, "retry", "--failed").returncode == 0
-    wait_for(lambda: watch.sidecar("bad.xyz")["finished_at"] != first["finished_at"], 30, "a second try")
+    wait_for(
+        lambda: watch.sidecar("bad.xyz")["finished_at"] != first["finished_at"], 30, "a second try"
+    )
     assert watch.sidecar("bad.xyz")["state"] == "failed"
     assert work.stop() == 0 and watch.stop() == 0
 
@@ -205,11 +233,25 @@ def test_doctor_and_convert(make_daemon, tmp_path) -> None:
     assert "FAIL  watcher running" in down.stdout and "-> start it" in down.stdout
 
     out = tmp_path / "tryout"
-    converted = run_cli(daemon.config_file, "convert", str(corpus("pdf/multi_page.pdf")), "-o", str(out), timeout=120)
+    converted = run_cli(
+        daemon.config_file,
+        "convert",
+        str(corpus("pdf/multi_page.pdf")),
+        "-o",
+        str(out),
+        timeout=120,
+    )
     assert converted.returncode == 0, converted.stderr
     assert len((out / "multi_page.pdf.md").read_text()) == 9438
     assert json.loads((out / "multi_page.pdf.status.json").read_text())["state"] == "completed"
-    failed = run_cli(daemon.config_file, "convert", str(corpus("png/example_image_01.png")), "-o", str(out), timeout=120)
+    failed = run_cli(
+        daemon.config_file,
+        "convert",
+        str(corpus("png/example_image_01.png")),
+        "-o",
+        str(out),
+        timeout=120,
+    )
     assert failed.returncode == 1 and "models_missing" in failed.stderr
 
 
@@ -222,5 +264,9 @@ def test_index_is_rebuilt_from_the_sidecars(make_daemon) -> None:
     (daemon.root / "state" / "index.db").unlink()
     for extra in ("-wal", "-shm"):
         (daemon.root / "state" / f"index.db{extra}").unlink(missing_ok=True)
-    wait_for(lambda: status_json(daemon.config_file)["states"]["completed"] == 3, 20, "the reconciler to reindex")
+    wait_for(
+        lambda: status_json(daemon.config_file)["states"]["completed"] == 3,
+        20,
+        "the reconciler to reindex",
+    )
     assert daemon.stop() == 0

@@ -66,7 +66,9 @@ def test_paths_are_relative_to_the_config_file_and_env_overrides(tmp_path, monke
 
 def documented_keys() -> dict[str, object]:
     raw = tomllib.loads((REPO / "config.toml").read_text())
-    return {f"{section}.{key}": value for section, table in raw.items() for key, value in table.items()}
+    return {
+        f"{section}.{key}": value for section, table in raw.items() for key, value in table.items()
+    }
 
 
 def test_config_toml_lists_every_setting_with_its_default() -> None:

@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 import shutil
 
-from tests.helpers import CORPUS, corpus, offline_rows, manifest, wait_for
+from tests.helpers import corpus, offline_rows
 
-MODEL_ONLY = ("png/example_image_01.png", "jpg/qr_bill_example.jpg", "tif/2206.01062.tif",
-              "webp/webp-test.webp", "pdf/ocr_test.pdf", "pdf/nemotron_multipage.pdf")
+MODEL_ONLY = (
+    "png/example_image_01.png",
+    "jpg/qr_bill_example.jpg",
+    "tif/2206.01062.tif",
+    "webp/webp-test.webp",
+    "pdf/ocr_test.pdf",
+    "pdf/nemotron_multipage.pdf",
+)
 
 
 def test_every_offline_format_converts(make_daemon, tmp_path) -> None:

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.helpers import Daemon, alive, corpus, drop, read_sidecar, wait_for
+from tests.helpers import Daemon, alive, corpus, drop, wait_for
 
 DOCS = [
     "pdf/redp5110_sampled.pdf",
@@ -227,9 +227,7 @@ def test_full_output_disk_is_retried_and_nothing_is_truncated(make_daemon, tmp_p
         filler.write_bytes(b"\0" * 1000 * 1024)  # leaves room for sidecars, not for outputs
         daemon = make_daemon("run", config={"jobs": {"max_attempts": 10}})
         drop(corpus("pdf/multi_page.pdf"), daemon.input / "r.pdf")
-        wait_for(
-            lambda: (daemon.sidecar("r.pdf") or {}).get("error"), 60, "the disk-full error"
-        )
+        wait_for(lambda: (daemon.sidecar("r.pdf") or {}).get("error"), 60, "the disk-full error")
         waiting = daemon.sidecar("r.pdf")
         assert waiting["error"]["type"] == "disk_full" and waiting["error"]["retryable"]
         assert not (output / "r.pdf.md").exists() and not (output / "r.pdf.json").exists()

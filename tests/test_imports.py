@@ -25,7 +25,9 @@ def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_converter_imports_and_converts_without_torch() -> None:
-    code = BLOCK_TORCH + """
+    code = (
+        BLOCK_TORCH
+        + """
 from pathlib import Path
 from handlers.converter import ConversionOptions, build_converter, convert
 converter = build_converter(ConversionOptions())
@@ -34,6 +36,7 @@ assert len(result.document.pages) == 5
 assert "torch" not in sys.modules
 print("ok")
 """
+    )
     done = run_python(code, str(corpus("pdf/multi_page.pdf")))
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 

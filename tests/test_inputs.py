@@ -15,7 +15,9 @@ def test_archive_on_success_and_quarantine_on_failure(make_daemon) -> None:
         "run", config={"jobs": {"on_success": "archive", "on_failure": "quarantine"}}
     )
     drop(corpus("docx/word_sample.docx"), daemon.input / "team" / "memo.docx")
-    (daemon.input / "team" / "broken.pdf").write_bytes(corpus("pdf/multi_page.pdf").read_bytes()[:2000])
+    (daemon.input / "team" / "broken.pdf").write_bytes(
+        corpus("pdf/multi_page.pdf").read_bytes()[:2000]
+    )
     done = daemon.wait_state("team/memo.docx", ("completed",))
     failed = daemon.wait_state("team/broken.pdf", ("failed",))
     archived = daemon.root / "archive" / "team" / "memo.docx"

@@ -19,8 +19,18 @@ from watcher.settings import WatchConfig
 def test_ignore_rules(tmp_path: Path) -> None:
     out = tmp_path / "in" / "out"
     rules = IgnoreRules(tmp_path / "in", ["*.bak", "drafts"], [out, tmp_path / "elsewhere"])
-    ignored = ["a/.hidden.pdf", ".git/x.pdf", "~$doc.docx", "x.part", "y.crdownload", "z.tmp",
-               "Thumbs.db", "a.bak", "drafts/a.pdf", "out/a.pdf.md"]
+    ignored = [
+        "a/.hidden.pdf",
+        ".git/x.pdf",
+        "~$doc.docx",
+        "x.part",
+        "y.crdownload",
+        "z.tmp",
+        "Thumbs.db",
+        "a.bak",
+        "drafts/a.pdf",
+        "out/a.pdf.md",
+    ]
     kept = ["a.pdf", "sub/dir/report.docx", "draftsman.pdf", "t.partial.pdf"]
     for rel in ignored:
         assert rules.ignored(tmp_path / "in" / rel), rel
@@ -39,7 +49,9 @@ def run_tracker(tracker: SettleTracker) -> tuple[threading.Event, threading.Thre
 def test_settle_tracker_waits_for_quiet_and_reports_once(tmp_path: Path) -> None:
     settled: list[tuple[Path, int]] = []
     rules = IgnoreRules(tmp_path, [], [])
-    tracker = SettleTracker(0.6, rules, lambda path, queued: settled.append((path, path.stat().st_size)))
+    tracker = SettleTracker(
+        0.6, rules, lambda path, queued: settled.append((path, path.stat().st_size))
+    )
     stop, thread = run_tracker(tracker)
     target = tmp_path / "growing.bin"
     with target.open("wb") as handle:

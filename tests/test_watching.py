@@ -160,7 +160,11 @@ def test_polling_observer_with_output_nested_in_input(make_daemon, tmp_path) -> 
     drop(corpus(DOCX), daemon.input / "memo.docx")
     results = daemon.input / "results"
     status = wait_for(
-        lambda: (s := read_sidecar(results / "memo.docx.status.json")) and s["state"] == "completed" and s,
+        lambda: (
+            (s := read_sidecar(results / "memo.docx.status.json"))
+            and s["state"] == "completed"
+            and s
+        ),
         60,
         "memo.docx to complete",
     )
@@ -170,4 +174,3 @@ def test_polling_observer_with_output_nested_in_input(make_daemon, tmp_path) -> 
     assert sidecars == ["memo.docx.status.json"]
     assert "PollingObserver" in daemon.log()
     assert daemon.stop() == 0
-

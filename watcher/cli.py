@@ -15,8 +15,12 @@ STATES = ("pending", "processing", "completed", "failed", "cancelled")
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="hotfolder", description=__doc__)
-    top.add_argument("--config", type=Path, default=Path("config.toml"),
-                     help="configuration file (default: ./config.toml)")
+    top.add_argument(
+        "--config",
+        type=Path,
+        default=Path("config.toml"),
+        help="configuration file (default: ./config.toml)",
+    )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="watcher and workers together, in the foreground")
     sub.add_parser("watch", help="the folder watcher and reconciler only")
@@ -52,8 +56,11 @@ def parser() -> argparse.ArgumentParser:
 
     purge = sub.add_parser("purge", help="forget old finished jobs")
     purge.add_argument("--older-than", required=True, help="e.g. 7d, 12h")
-    purge.add_argument("--state", default="completed,failed,cancelled",
-                       help="comma-separated states (default: completed,failed,cancelled)")
+    purge.add_argument(
+        "--state",
+        default="completed,failed,cancelled",
+        help="comma-separated states (default: completed,failed,cancelled)",
+    )
     purge.add_argument("--outputs", action="store_true", help="delete their outputs too")
     purge.add_argument("--dry-run", action="store_true")
 
@@ -99,7 +106,9 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command in DAEMONS:
         configure_logging(settings.log, command, sys.stdout)
     else:  # an operator command answers on stdout; only warnings and errors go to stderr
-        quiet = settings.log.model_copy(update={"level": max(settings.log.level, "warning", key=LEVELS.index)})
+        quiet = settings.log.model_copy(
+            update={"level": max(settings.log.level, "warning", key=LEVELS.index)}
+        )
         configure_logging(quiet, command, sys.stderr)
     if command in DAEMONS:
         return run_daemon(command, settings)

@@ -16,10 +16,10 @@ from handlers.sidecar import JobStatus, now_iso
 from watcher.heartbeat import read_heartbeat
 from watcher.ignore import IgnoreRules
 from watcher.intake import Intake
-from watcher.jobs import JobNotFound, find_status, parse_age
+from watcher.jobs import find_status, parse_age
 from watcher.queue import Queue, build_queue
 from watcher.settings import Settings, open_ledger
-from watcher.status import iso_ago
+from watcher.status import bar, iso_ago
 
 log = structlog.get_logger("hotfolder.control")
 FINISHED = ("completed", "failed", "cancelled")
@@ -81,11 +81,7 @@ def copy_in(source: Path, target: Path) -> None:
 
 def progress(done: int, total: int) -> None:
     if sys.stderr.isatty() and total:
-        width = 30
-        filled = done * width // total
-        sys.stderr.write(f"\r[{'#' * filled}{'-' * (width - filled)}] {done}/{total}")
-        if done == total:
-            sys.stderr.write("\n")
+        sys.stderr.write(f"\r{bar(done, total, 'files')}" + ("\n" if done == total else ""))
 
 
 def retry_jobs(settings: Settings, targets: list[str], all_failed: bool) -> int:
@@ -98,7 +94,10 @@ def retry_jobs(settings: Settings, targets: list[str], all_failed: bool) -> int:
     code = 0
     for status in statuses:
         if status.state not in ("failed", "cancelled"):
-            print(f"{status.source}: is {status.state}, only failed or cancelled jobs are retried", file=sys.stderr)
+            print(
+                f"{status.source}: is {status.state}, only failed or cancelled jobs are retried",
+                file=sys.stderr,
+            )
             code = 1
             continue
         with job_lock(settings.locks_dir, status.source) as held:
@@ -143,8 +142,11 @@ def cancel_job(settings: Settings, target: str) -> int:
             print(f"{status.job_id}  cancelled  {status.source}")
             return 0
     request_cancel(settings.locks_dir, status.source)
-    note = "" if read_heartbeat(settings.state_dir, "work")["alive"] else " (no workers are running)"
-    print(f"{status.job_id}  cancel requested: stops at its next progress point{note}  {status.source}")
+    note = (
+        "" if read_heartbeat(settings.state_dir, "work")["alive"] else " (no workers are running)"
+    )
+    stops = f"cancel requested: stops at its next progress point{note}"
+    print(f"{status.job_id}  {stops}  {status.source}")
     return 0
 
 
@@ -164,8 +166,10 @@ def purge_jobs(
     forgotten, kept = purge(settings, parse_age(older_than), states, outputs, dry_run)
     verb = "would forget" if dry_run else "forgot"
     jobs = f"{len(forgotten)} job{'' if len(forgotten) == 1 else 's'}"
-    print(f"{verb} {jobs} finished over {older_than} ago ({', '.join(states)})"
-          + (", outputs included" if outputs else ""))
+    print(
+        f"{verb} {jobs} finished over {older_than} ago ({', '.join(states)})"
+        + (", outputs included" if outputs else "")
+    )
     if kept:
         print(f"kept {kept} whose input is still in the input folder (it would be converted again)")
     for rel in forgotten[:20] if dry_run else []:

@@ -30,11 +30,19 @@ Check = tuple[bool, str, str]  # ok, what was checked, what to do if not ok
 
 def check_dirs(settings: Settings) -> list[Check]:
     results = []
-    for key, path in (("paths.input", settings.input_dir), ("paths.output", settings.output_dir),
-                      ("paths.state", settings.state_dir)):
+    for key, path in (
+        ("paths.input", settings.input_dir),
+        ("paths.output", settings.output_dir),
+        ("paths.state", settings.state_dir),
+    ):
         ok = path.is_dir() and os.access(path, os.W_OK | os.X_OK)
-        results.append((ok, f"{key} {path} exists and is writable",
-                        "create it or fix its owner/permissions (chown to the service user)"))
+        results.append(
+            (
+                ok,
+                f"{key} {path} exists and is writable",
+                "create it or fix its owner/permissions (chown to the service user)",
+            )
+        )
     return results
 
 
@@ -44,8 +52,13 @@ def check_disk(settings: Settings) -> list[Check]:
         if not path.exists():
             continue
         free = shutil.disk_usage(path).free
-        results.append((free >= MIN_FREE, f"free space on {key}: {free / 2**30:.1f} GiB",
-                        "free some space: below 500 MiB conversions fail with disk_full"))
+        results.append(
+            (
+                free >= MIN_FREE,
+                f"free space on {key}: {free / 2**30:.1f} GiB",
+                "free some space: below 500 MiB conversions fail with disk_full",
+            )
+        )
     return results
 
 
@@ -57,8 +70,13 @@ def check_inotify(settings: Settings) -> list[Check]:
         return [(False, "inotify is available", 'set watch.observer = "polling"')]
     limit = int(limit_file.read_text())
     folders = sum(1 for _ in os.walk(settings.input_dir)) if settings.input_dir.exists() else 0
-    return [(folders * 2 < limit, f"inotify watches: {folders} folders to watch, limit {limit}",
-             "raise it: sysctl fs.inotify.max_user_watches=524288 (or use the polling observer)")]
+    return [
+        (
+            folders * 2 < limit,
+            f"inotify watches: {folders} folders to watch, limit {limit}",
+            "raise it: sysctl fs.inotify.max_user_watches=524288 (or use the polling observer)",
+        )
+    ]
 
 
 def check_queue(settings: Settings) -> list[Check]:
@@ -67,7 +85,13 @@ def check_queue(settings: Settings) -> list[Check]:
     try:
         depth = build_queue(settings).depth()
     except Exception as exc:  # any storage failure is the finding itself
-        return [(False, f"queue database opens ({exc})", "check paths.state is on a local disk and writable")]
+        return [
+            (
+                False,
+                f"queue database opens ({exc})",
+                "check paths.state is on a local disk and writable",
+            )
+        ]
     return [(True, f"queue database opens ({depth} waiting)", "")]
 
 
@@ -90,13 +114,23 @@ def check_processes(settings: Settings) -> list[Check]:
     results = []
     for role, command in (("watch", "watcher"), ("work", "workers")):
         beat = read_heartbeat(settings.state_dir, role)
-        results.append((bool(beat["alive"]), f"{command} running",
-                        f"start it: hotfolder run (or systemctl start hotfolder-{role})"))
+        results.append(
+            (
+                bool(beat["alive"]),
+                f"{command} running",
+                f"start it: hotfolder run (or systemctl start hotfolder-{role})",
+            )
+        )
     return results
 
 
 CHECKS: list[Callable[[Settings], list[Check]]] = [
-    check_dirs, check_disk, check_inotify, check_queue, check_backends, check_processes,
+    check_dirs,
+    check_disk,
+    check_inotify,
+    check_queue,
+    check_backends,
+    check_processes,
 ]
 
 
@@ -108,6 +142,11 @@ def run_doctor(settings: Settings) -> int:
             print(f"{'ok' if ok else 'FAIL':<6}{what}" + ("" if ok else f"\n      -> {fix}"))
             problems += not ok
     torch = importlib.util.find_spec("torch") is not None
-    print(f"note  images and scanned PDFs: {'models can be used' if torch else 'need docling models (not installed)'}")
-    print(f"\n{problems} problem{'s' if problems != 1 else ''} found" if problems else "\nall checks passed")
+    models = "models can be used" if torch else "need docling models (not installed)"
+    print(f"note  images and scanned PDFs: {models}")
+    print(
+        f"\n{problems} problem{'s' if problems != 1 else ''} found"
+        if problems
+        else "\nall checks passed"
+    )
     return 1 if problems else 0

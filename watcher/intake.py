@@ -11,7 +11,7 @@ from pathlib import Path
 import structlog
 
 from handlers.ledger import Ledger
-from handlers.sidecar import TERMINAL, JobStatus, new_status
+from handlers.sidecar import TERMINAL, JobStatus, new_status, now_iso
 from handlers.source import digest, job_id
 from watcher.queue import Queue
 from watcher.settings import Settings
@@ -59,6 +59,8 @@ class Intake:
             # `processing` is the sweep's to judge (is its worker alive?), not intake's.
             if queued is None or rel in queued or recorded.state == "processing":
                 return "in_flight"
+            if retry_due_later(recorded) or rel in self.queue.queued_sources():
+                return "in_flight"  # the scan's queue snapshot is older than this job's task
             self.queue.enqueue(rel, recorded.priority, self.enqueue_timeout)
             log.info("job.requeued", source=rel, job_id=recorded.job_id)
             return "requeued"
@@ -85,6 +87,10 @@ class Intake:
         if not stat.S_ISREG(mode):
             return False
         return path.resolve().is_relative_to(self.input_dir.resolve())
+
+
+def retry_due_later(recorded: JobStatus) -> bool:
+    return bool(recorded.retry_at and recorded.retry_at > now_iso())
 
 
 def unchanged_since(recorded: JobStatus | None, info: os.stat_result) -> bool:

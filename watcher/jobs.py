@@ -19,8 +19,17 @@ SORTS = {
     "finished": "finished_at desc",
     "priority": "priority desc, created_at asc",
 }
-LISTED = ("job_id", "state", "progress", "priority", "attempts", "created_at", "finished_at",
-          "duration_s", "error_type")
+LISTED = (
+    "job_id",
+    "state",
+    "progress",
+    "priority",
+    "attempts",
+    "created_at",
+    "finished_at",
+    "duration_s",
+    "error_type",
+)
 
 
 class JobNotFound(Exception):
@@ -28,7 +37,7 @@ class JobNotFound(Exception):
 
 
 def parse_age(text: str) -> float:
-    """"90s", "30m", "1h", "7d", "2w" -> seconds."""
+    """ "90s", "30m", "1h", "7d", "2w" -> seconds."""
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip())
     if not match:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 1h, 7d)")
@@ -49,20 +58,22 @@ def list_jobs(
     query = f"select source, {', '.join(LISTED)} from jobs {clause} order by {SORTS[sort]} limit ?"
     with JobIndex(settings.state_dir / "index.db").connect() as db:
         rows = db.execute(query, (*params, limit)).fetchall()
-    return [dict(zip(("source", *LISTED), row)) for row in rows]
+    return [dict(zip(("source", *LISTED), row, strict=True)) for row in rows]
 
 
 def render_jobs(rows: list[dict[str, object]]) -> str:
     if not rows:
         return "no jobs"
-    header = f"{'JOB ID':<12}  {'STATE':<10}  {'PROG':>4}  {'PRIO':>4}  {'TRY':>3}  {'CREATED':<19}  {'FINISHED':<19}  SOURCE"
-    lines = [header]
+    lines = [
+        f"{'JOB ID':<12}  {'STATE':<10}  {'PROG':>4}  {'PRIO':>4}  {'TRY':>3}  "
+        f"{'CREATED':<19}  {'FINISHED':<19}  SOURCE"
+    ]
     for row in rows:
         note = f"  ({row['error_type']})" if row["error_type"] else ""
         lines.append(
-            f"{str(row['job_id'])[:12]:<12}  {row['state']:<10}  {row['progress']:>3}%  {row['priority']:>4}  "
-            f"{row['attempts']:>3}  {short(row['created_at'])}  {short(row['finished_at'])}  "
-            f"{row['source']}{note}"
+            f"{str(row['job_id'])[:12]:<12}  {row['state']:<10}  {row['progress']:>3}%  "
+            f"{row['priority']:>4}  {row['attempts']:>3}  {short(row['created_at'])}  "
+            f"{short(row['finished_at'])}  {row['source']}{note}"
         )
     return "\n".join(lines)
 
@@ -77,7 +88,9 @@ def resolve(settings: Settings, target: str) -> str:
     if rel is not None:
         return rel
     if not re.fullmatch(r"[0-9a-f]{1,16}", target):
-        raise JobNotFound(f"no job for {target!r}: not a job id, nor a file in {settings.input_dir}")
+        raise JobNotFound(
+            f"no job for {target!r}: not a job id, nor a file in {settings.input_dir}"
+        )
     with JobIndex(settings.state_dir / "index.db").connect() as db:
         rows = db.execute(
             "select job_id, source_key from jobs where job_id like ? limit 6", (target + "%",)
@@ -86,7 +99,9 @@ def resolve(settings: Settings, target: str) -> str:
         raise JobNotFound(f"no job with id {target!r}")
     if len(rows) > 1:
         shown = ", ".join(job for job, _ in rows[:5])
-        raise JobNotFound(f"job id {target!r} is ambiguous: {shown}{'...' if len(rows) > 5 else ''}")
+        raise JobNotFound(
+            f"job id {target!r} is ambiguous: {shown}{'...' if len(rows) > 5 else ''}"
+        )
     return bytes(rows[0][1]).decode("utf-8", "surrogateescape")
 
 
@@ -113,7 +128,11 @@ def find_status(settings: Settings, target: str) -> JobStatus:
 
 def render_show(status: JobStatus) -> str:
     data = status.model_dump()
-    lines = [f"{key:<16}{'' if value is None else value}" for key, value in data.items() if key not in ("error", "outputs", "warnings")]
+    lines = [
+        f"{key:<16}{'' if value is None else value}"
+        for key, value in data.items()
+        if key not in ("error", "outputs", "warnings")
+    ]
     if status.outputs:
         lines += ["outputs:"] + [f"  {fmt:<6}{path}" for fmt, path in status.outputs.items()]
     if status.error:
@@ -128,7 +147,11 @@ def render_show(status: JobStatus) -> str:
 
 def show_job(settings: Settings, target: str, as_json: bool) -> int:
     status = find_status(settings, target)
-    print(json.dumps(status.model_dump(), indent=2, ensure_ascii=True) if as_json else render_show(status))
+    print(
+        json.dumps(status.model_dump(), indent=2, ensure_ascii=True)
+        if as_json
+        else render_show(status)
+    )
     return 0
 
 
@@ -138,4 +161,3 @@ def jobs_command(
     rows = list_jobs(settings, state, since, sort, limit)
     print(json.dumps(rows, indent=2) if as_json else render_jobs(rows))
     return 0
-

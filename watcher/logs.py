@@ -25,6 +25,7 @@ def configure_logging(config: LogConfig, process: str, stream: TextIO = sys.stdo
     the operator commands, whose stdout is their answer) in one format, tagged with
     `process`."""
     as_json = config.format == "json" or (config.format == "auto" and not stream.isatty())
+
     def tag(_: object, __: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
         event.setdefault("process", process)
         return event

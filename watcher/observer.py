@@ -104,7 +104,9 @@ class SettleTracker:
         except Exception:  # per-file boundary: one bad file must not blind the watcher
             log.exception("watch.intake_failed", path=os.fsdecode(path))
             # Not enqueued: look at it again after a pause (a full disk, a locked queue).
-            self.tracked[path] = Tracked(self.signature(path), time.monotonic() + RETRY_PAUSE, queued)
+            self.tracked[path] = Tracked(
+                self.signature(path), time.monotonic() + RETRY_PAUSE, queued
+            )
 
     @staticmethod
     def signature(path: Path) -> tuple[int, int] | None:

@@ -13,13 +13,12 @@ from handlers.ledger import Ledger
 from handlers.pipeline import JobContext, process_file
 from handlers.sidecar import JobStatus
 from watcher.settings import Settings, job_policy
+from watcher.status import bar
 
 
 def show_progress(status: JobStatus) -> None:
     if sys.stderr.isatty() and status.pages_total:
-        width = 30
-        filled = (status.pages_done or 0) * width // status.pages_total
-        sys.stderr.write(f"\r[{'#' * filled}{'-' * (width - filled)}] {status.pages_done}/{status.pages_total} pages")
+        sys.stderr.write(f"\r{bar(status.pages_done, status.pages_total)}")
 
 
 def convert_one(settings: Settings, file: Path, output_dir: Path) -> int:
@@ -37,7 +36,9 @@ def convert_one(settings: Settings, file: Path, output_dir: Path) -> int:
             options=options,
             converter=build_converter(options),
             # In the foreground: one attempt, and the file is left where it is.
-            policy=replace(job_policy(settings), max_attempts=1, on_success="keep", on_failure="keep"),
+            policy=replace(
+                job_policy(settings), max_attempts=1, on_success="keep", on_failure="keep"
+            ),
             on_progress=show_progress,
         )
         status = process_file(source.name, context)
@@ -50,5 +51,6 @@ def convert_one(settings: Settings, file: Path, output_dir: Path) -> int:
         return 1
     for fmt, path in status.outputs.items():
         print(f"{fmt:<6}{output_dir / path}")
-    print(f"status{context.ledger.path(source.name)}  ({status.pages or 0} pages, {status.duration_s} s)")
+    summary = f"({status.pages or 0} pages, {status.duration_s} s)"
+    print(f"{'status':<6}{context.ledger.path(source.name)}  {summary}")
     return 0

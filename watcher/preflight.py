@@ -40,5 +40,3 @@ def check_apart(dirs: dict[str, Path]) -> None:
     for key in sorted(dirs.keys() - {"paths.input"}):
         if input_dir.is_relative_to(dirs[key]):
             raise ConfigError(f"paths.input ({input_dir}) must not lie inside {key}")
-
-

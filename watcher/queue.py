@@ -87,4 +87,3 @@ def build_queue(settings: Settings) -> Queue:
     huey.on_startup()(worker.start)
     huey.signal(SIGNAL_INTERRUPTED)(worker.interrupted)
     return queue
-

@@ -13,8 +13,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from handlers.converter import ConversionOptions
 from handlers.index import JobIndex
 from handlers.ledger import Ledger
-from handlers.pipeline import JobPolicy
 from handlers.outputs import EXTENSIONS
+from handlers.pipeline import JobPolicy
 
 EX_CONFIG = 78
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from handlers.index import JobIndex
 from watcher.heartbeat import read_heartbeat
@@ -15,10 +15,11 @@ from watcher.settings import Settings
 
 STATES = ("pending", "processing", "completed", "failed", "cancelled")
 RATE_WINDOW_MIN = 5
+RUNNING = ("job_id", "source", "progress", "pages_done", "pages_total", "started_at", "worker")
 
 
 def iso_ago(seconds: float) -> str:
-    moment = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    moment = datetime.now(UTC) - timedelta(seconds=seconds)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -26,7 +27,7 @@ def age_of(stamp: str | None) -> float | None:
     if not stamp:
         return None
     moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return round((datetime.now(timezone.utc) - moment).total_seconds(), 1)
+    return round((datetime.now(UTC) - moment).total_seconds(), 1)
 
 
 def collect(settings: Settings) -> dict[str, object]:
@@ -37,10 +38,11 @@ def collect(settings: Settings) -> dict[str, object]:
             "select count(*) from jobs where finished_at >= ? and state = 'completed'",
             (iso_ago(RATE_WINDOW_MIN * 60),),
         ).fetchone()[0]
-        oldest = db.execute("select min(created_at) from jobs where state = 'pending'").fetchone()[0]
+        oldest = db.execute("select min(created_at) from jobs where state = 'pending'").fetchone()[
+            0
+        ]
         running = db.execute(
-            "select job_id, source, progress, pages_done, pages_total, started_at, worker "
-            "from jobs where state = 'processing' order by started_at"
+            f"select {', '.join(RUNNING)} from jobs where state = 'processing' order by started_at"
         ).fetchall()
     depth, scheduled = queue_sizes(settings)
     return {
@@ -52,10 +54,7 @@ def collect(settings: Settings) -> dict[str, object]:
         "oldest_pending_age_s": age_of(oldest),
         "workers": read_heartbeat(settings.state_dir, "work"),
         "watcher": read_heartbeat(settings.state_dir, "watch"),
-        "processing": [
-            dict(zip(("job_id", "source", "progress", "pages_done", "pages_total", "started_at", "worker"), row))
-            for row in running
-        ],
+        "processing": [dict(zip(RUNNING, row, strict=True)) for row in running],
         "input": str(settings.input_dir),
         "output": str(settings.output_dir),
     }
@@ -70,16 +69,20 @@ def queue_sizes(settings: Settings) -> tuple[int, int]:
 
 def liveness(beat: dict[str, object], what: str) -> str:
     if not beat["alive"]:
-        return f"{what}: NOT RUNNING" + (f" (last seen {beat['age_s']} s ago)" if beat["age_s"] else "")
+        return f"{what}: NOT RUNNING" + (
+            f" (last seen {beat['age_s']} s ago)" if beat["age_s"] else ""
+        )
     extra = f", {len(beat.get('workers', []))} worker processes" if "workers" in beat else ""  # type: ignore[arg-type]
     return f"{what}: running (pid {beat['pid']}{extra})"
 
 
-def bar(done: int | None, total: int | None, progress: int, width: int = 24) -> str:
-    fraction = (done / total) if done is not None and total else progress / 100
+def bar(done: int | None, total: int | None, unit: str = "pages", width: int = 24) -> str:
+    """`[######------------------]  25% 9/36 pages`"""
+    fraction = min((done or 0) / total, 1.0) if total else 0.0
     filled = int(round(fraction * width))
-    pages = f" {done}/{total} pages" if total else ""
-    return f"[{'#' * filled}{'-' * (width - filled)}] {int(fraction * 100):3d}%{pages}"
+    return (
+        f"[{'#' * filled}{'-' * (width - filled)}] {int(fraction * 100):3d}% {done}/{total} {unit}"
+    )
 
 
 def render(report: dict[str, object]) -> str:
@@ -104,9 +107,12 @@ def render(report: dict[str, object]) -> str:
     if running:
         lines += ["", "processing:"]
         for job in running:
-            lines.append(
-                f"  {job['job_id'][:12]}  {bar(job['pages_done'], job['pages_total'], job['progress'])}  {job['source']}"
+            progress = (
+                bar(job["pages_done"], job["pages_total"])
+                if job["pages_total"]
+                else f"{job['progress']:3d}%"
             )
+            lines.append(f"  {job['job_id'][:12]}  {progress}  {job['source']}")
     return "\n".join(lines)
 
 

@@ -44,7 +44,10 @@ def run_watch(settings: Settings) -> int:
     tracker_thread.start()
     observer = start_observer(settings.watch, settings.input_dir, Handoff(tracker, rules))
     reconciler = threading.Thread(
-        target=reconcile_forever, args=(settings, queue, tracker, stop), name="reconcile", daemon=True
+        target=reconcile_forever,
+        args=(settings, queue, tracker, stop),
+        name="reconcile",
+        daemon=True,
     )
     reconciler.start()
     log.info("watch.started", input=str(settings.input_dir), observer=type(observer).__name__)
@@ -77,7 +80,9 @@ def reconcile_forever(
         tracker.notify(settings.input_dir, frozenset(queue.queued_sources()))
         sweep(settings, queue)
         if settings.jobs.retention_days:
-            forgotten, _ = purge(settings, settings.jobs.retention_days * 86400, FINISHED, False, False)
+            forgotten, _ = purge(
+                settings, settings.jobs.retention_days * 86400, FINISHED, False, False
+            )
             if forgotten:
                 log.info("retention.purged", jobs=len(forgotten))
         log.info("reconcile.pass", seconds=round(time.monotonic() - started, 3))

@@ -77,9 +77,15 @@ def main() -> None:
             ("reconciler: index sync, nothing changed", idle_sync_s),
             ("`hotfolder status --json`", timed([*cli, "status", "--json"], args.runs)),
             ("`hotfolder jobs` (50 newest)", timed([*cli, "jobs"], args.runs)),
-            ("`hotfolder jobs --state failed --limit 1000`", timed([*cli, "jobs", "--state", "failed", "--limit", "1000"], args.runs)),
+            (
+                "`hotfolder jobs --state failed --limit 1000`",
+                timed([*cli, "jobs", "--state", "failed", "--limit", "1000"], args.runs),
+            ),
             ("`hotfolder show <8-char id prefix>`", timed([*cli, "show", some_id[:8]], args.runs)),
-            ("`python -c pass` (interpreter start, for reference)", timed([sys.executable, "-c", "pass"], args.runs)),
+            (
+                "`python -c pass` (interpreter start, for reference)",
+                timed([sys.executable, "-c", "pass"], args.runs),
+            ),
         ]
     print(f"| {args.jobs:,} jobs | seconds |\n|---|---|")
     for name, seconds in rows:
