@@ -189,10 +189,14 @@ def test_cancel_pending_and_processing_then_retry(make_daemon, tmp_path) -> None
     (watch.input / "bad.xyz").write_bytes(b"\x00")
     first = watch.wait_state("bad.xyz", ("failed",))
     assert run_cli(watch.config_file, "retry", "--failed").returncode == 0
-    wait_for(
-        lambda: watch.sidecar("bad.xyz")["finished_at"] != first["finished_at"], 30, "a second try"
+    second = wait_for(
+        lambda: (s := watch.sidecar("bad.xyz"))["state"] == "failed"
+        and s["finished_at"] != first["finished_at"]
+        and s,
+        30,
+        "a second try",
     )
-    assert watch.sidecar("bad.xyz")["state"] == "failed"
+    assert second["attempts"] == 1 and second["error"]["type"] == "unsupported_format"
     assert work.stop() == 0 and watch.stop() == 0
 
 
