@@ -42,14 +42,19 @@ def cancel_file(locks_dir: Path, rel: str) -> Path:
     return lock_file(locks_dir, rel).with_suffix(".cancel")
 
 
-def request_cancel(locks_dir: Path, rel: str) -> None:
-    """Ask the worker converting `rel` to stop at its next progress point."""
+def request_cancel(locks_dir: Path, rel: str, job_id: str) -> None:
+    """Ask the worker converting job `job_id` of `rel` to stop at its next progress point."""
     locks_dir.mkdir(parents=True, exist_ok=True)
-    cancel_file(locks_dir, rel).touch()
+    cancel_file(locks_dir, rel).write_text(job_id)
 
 
-def cancel_requested(locks_dir: Path, rel: str) -> bool:
-    return cancel_file(locks_dir, rel).exists()
+def cancel_requested(locks_dir: Path, rel: str, job_id: str) -> bool:
+    """A request for this very job: one left over from an earlier job of `rel` (a request
+    that arrived as that job ended) does not cancel later ones."""
+    try:
+        return cancel_file(locks_dir, rel).read_text() == job_id
+    except FileNotFoundError:
+        return False
 
 
 def clear_cancel(locks_dir: Path, rel: str) -> None:

@@ -98,7 +98,7 @@ def run_locked(rel: str, ctx: JobContext, priority: int) -> JobStatus:
         result = conv.convert(
             ctx.converter, source, progress_writer(status, ctx), ctx.policy.max_pages
         )
-        check_cancel(rel, ctx)
+        check_cancel(status, ctx)
         status.outputs = write_outputs(result.document, ctx.ledger.output_dir, rel, ctx.options.to)
     except JobCancelled:
         return cancel(ctx.ledger, status)
@@ -140,9 +140,9 @@ def check_size(size: int, policy: JobPolicy) -> None:
         )
 
 
-def check_cancel(rel: str, ctx: JobContext) -> None:
-    if cancel_requested(ctx.locks_dir, rel):
-        raise JobCancelled(rel)
+def check_cancel(status: JobStatus, ctx: JobContext) -> None:
+    if cancel_requested(ctx.locks_dir, status.source, status.job_id):
+        raise JobCancelled(status.source)
 
 
 def progress_writer(status: JobStatus, ctx: JobContext) -> conv.Progress:
@@ -151,7 +151,7 @@ def progress_writer(status: JobStatus, ctx: JobContext) -> conv.Progress:
     def on_pages(done: int, total: int) -> None:
         status.pages_done, status.pages_total = done, total
         status.progress = min(99, done * 100 // max(total, 1))
-        check_cancel(status.source, ctx)
+        check_cancel(status, ctx)
         if ctx.on_progress:
             ctx.on_progress(status)
         if throttle.ready():

@@ -190,9 +190,11 @@ def test_cancel_pending_and_processing_then_retry(make_daemon, tmp_path) -> None
     first = watch.wait_state("bad.xyz", ("failed",))
     assert run_cli(watch.config_file, "retry", "--failed").returncode == 0
     second = wait_for(
-        lambda: (s := watch.sidecar("bad.xyz"))["state"] == "failed"
-        and s["finished_at"] != first["finished_at"]
-        and s,
+        lambda: (
+            (s := watch.sidecar("bad.xyz"))["state"] == "failed"
+            and s["finished_at"] != first["finished_at"]
+            and s
+        ),
         30,
         "a second try",
     )

@@ -140,3 +140,14 @@ def test_sidecar_is_never_half_written(make_daemon) -> None:
     assert {"processing", "completed"} <= seen
     assert not [p for p in daemon.output.rglob(".*") if p.is_file()], "temp files left"
     assert daemon.stop() == 0
+
+
+def test_a_cancel_request_only_stops_the_job_it_names(tmp_path) -> None:
+    from handlers.lock import cancel_requested, clear_cancel, request_cancel
+
+    request_cancel(tmp_path, "a.pdf", "job-one")
+    assert cancel_requested(tmp_path, "a.pdf", "job-one")
+    assert not cancel_requested(tmp_path, "a.pdf", "job-two")  # later content, same path
+    assert not cancel_requested(tmp_path, "b.pdf", "job-one")
+    clear_cancel(tmp_path, "a.pdf")
+    assert not cancel_requested(tmp_path, "a.pdf", "job-one")

@@ -10,7 +10,7 @@ from pathlib import Path
 import structlog
 
 from handlers.ledger import Ledger
-from handlers.lock import job_lock, request_cancel
+from handlers.lock import clear_cancel, job_lock, request_cancel
 from handlers.outputs import EXTENSIONS, output_path
 from handlers.sidecar import JobStatus, now_iso
 from watcher.heartbeat import read_heartbeat
@@ -103,6 +103,7 @@ def retry_jobs(settings: Settings, targets: list[str], all_failed: bool) -> int:
         with job_lock(settings.locks_dir, status.source) as held:
             if held:
                 reopen(status)
+                clear_cancel(settings.locks_dir, status.source)  # a person asks again
                 ledger.save(status)
                 queue.enqueue(status.source, status.priority, settings.queue.enqueue_timeout)
         print(f"{status.job_id}  retry queued  {status.source}")
@@ -141,7 +142,7 @@ def cancel_job(settings: Settings, target: str) -> int:
             log.info("job.cancelled", source=status.source, job_id=status.job_id)
             print(f"{status.job_id}  cancelled  {status.source}")
             return 0
-    request_cancel(settings.locks_dir, status.source)
+    request_cancel(settings.locks_dir, status.source, status.job_id)
     note = (
         "" if read_heartbeat(settings.state_dir, "work")["alive"] else " (no workers are running)"
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import structlog
 
 from handlers.ledger import Ledger
+from handlers.lock import clear_cancel
 from handlers.sidecar import TERMINAL, JobStatus, new_status, now_iso
 from handlers.source import digest, job_id
 from watcher.queue import Queue
@@ -23,6 +24,7 @@ class Intake:
     def __init__(self, settings: Settings, queue: Queue, ledger: Ledger) -> None:
         self.input_dir = settings.input_dir
         self.ledger = ledger
+        self.locks_dir = settings.locks_dir
         self.priority = settings.queue.default_priority
         self.rules = settings.queue.priority_rules
         self.enqueue_timeout = settings.queue.enqueue_timeout
@@ -64,6 +66,8 @@ class Intake:
             self.queue.enqueue(rel, recorded.priority, self.enqueue_timeout)
             log.info("job.requeued", source=rel, job_id=recorded.job_id)
             return "requeued"
+        if force:
+            clear_cancel(self.locks_dir, rel)  # a person asks again
         status = new_status(rel, job_id(rel, sha), sha, size, priority)
         status.mtime_ns = info.st_mtime_ns
         self.ledger.save(status)
