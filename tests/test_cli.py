@@ -239,25 +239,16 @@ def test_doctor_and_convert(make_daemon, tmp_path) -> None:
     assert "FAIL  watcher running" in down.stdout and "-> start it" in down.stdout
 
     out = tmp_path / "tryout"
-    converted = run_cli(
-        daemon.config_file,
-        "convert",
-        str(corpus("pdf/multi_page.pdf")),
-        "-o",
-        str(out),
-        timeout=120,
-    )
+
+    def convert(doc: str) -> subprocess.CompletedProcess[str]:
+        argv = ("convert", str(corpus(doc)), "-o", str(out))
+        return run_cli(daemon.config_file, *argv, timeout=120)
+
+    converted = convert("pdf/multi_page.pdf")
     assert converted.returncode == 0, converted.stderr
     assert len((out / "multi_page.pdf.md").read_text()) == 9438
     assert json.loads((out / "multi_page.pdf.status.json").read_text())["state"] == "completed"
-    failed = run_cli(
-        daemon.config_file,
-        "convert",
-        str(corpus("png/example_image_01.png")),
-        "-o",
-        str(out),
-        timeout=120,
-    )
+    failed = convert("png/example_image_01.png")
     assert failed.returncode == 1 and "models_missing" in failed.stderr
 
 

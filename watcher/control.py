@@ -19,7 +19,7 @@ from watcher.intake import Intake
 from watcher.jobs import find_status, parse_age
 from watcher.queue import Queue, build_queue
 from watcher.settings import Settings, open_ledger
-from watcher.status import bar, iso_ago
+from watcher.status import bar
 
 log = structlog.get_logger("hotfolder.control")
 FINISHED = ("completed", "failed", "cancelled")
@@ -58,7 +58,7 @@ def bring_in(settings: Settings, path: Path) -> list[Path]:
             raise ValueError(f"{target} already exists; move or rename one of them")
         copy_in(path, target)
         path = target
-    rules = IgnoreRules(input_dir, settings.watch.ignore, [settings.output_dir, settings.state_dir])
+    rules = IgnoreRules.of(settings)
     if path.is_file():
         return [path] if not rules.ignored(path) else []
     found = []
@@ -188,7 +188,7 @@ def purge(
     with ledger.index.connect() as db:
         keys = db.execute(
             f"select source_key from jobs where state in ({marks}) and finished_at < ?",
-            (*states, iso_ago(age_s)),
+            (*states, now_iso(-age_s)),
         ).fetchall()
     forgotten, kept = [], 0
     for (key,) in keys:

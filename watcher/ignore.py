@@ -5,6 +5,8 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePath
 
+from watcher.settings import Settings
+
 # Dotfiles also cover rsync's `.name.XXXXXX` temp files and `.DS_Store`.
 DEFAULT_PATTERNS = (".*", "~$*", "*.part", "*.crdownload", "*.tmp", "Thumbs.db", "desktop.ini")
 
@@ -17,6 +19,13 @@ class IgnoreRules:
         self.input_dir = input_dir
         self.patterns = (*DEFAULT_PATTERNS, *patterns)
         self.excluded = [path for path in excluded if path.is_relative_to(input_dir)]
+
+    @classmethod
+    def of(cls, settings: Settings) -> IgnoreRules:
+        """The rules of a configuration: its patterns, and every folder hotfolder writes."""
+        paths = settings.paths
+        own = [paths.output, paths.state, paths.archive, paths.quarantine]
+        return cls(settings.input_dir, settings.watch.ignore, own)
 
     def ignored(self, path: Path) -> bool:
         try:

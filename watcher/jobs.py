@@ -9,9 +9,8 @@ import re
 from pathlib import Path
 
 from handlers.index import JobIndex
-from handlers.sidecar import JobStatus
+from handlers.sidecar import JobStatus, now_iso
 from watcher.settings import Settings, open_ledger
-from watcher.status import iso_ago
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 SORTS = {
@@ -53,7 +52,7 @@ def list_jobs(
         params.append(state)
     if since:
         where.append("created_at >= ?")
-        params.append(iso_ago(parse_age(since)))
+        params.append(now_iso(-parse_age(since)))
     clause = f"where {' and '.join(where)}" if where else ""
     query = f"select source, {', '.join(LISTED)} from jobs {clause} order by {SORTS[sort]} limit ?"
     with JobIndex(settings.state_dir / "index.db").connect() as db:

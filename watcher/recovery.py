@@ -12,6 +12,7 @@ import structlog
 from huey.consumer import Consumer
 
 from handlers.errors import lost_worker
+from handlers.ledger import Ledger
 from handlers.pipeline import end_vanished, recover_lost
 from handlers.sidecar import TERMINAL, now_iso
 from watcher import inflight
@@ -22,13 +23,13 @@ from watcher.settings import Settings, job_policy, open_ledger
 log = structlog.get_logger("hotfolder.recovery")
 
 
-def recover(settings: Settings, queue: Queue, rel: str, reason: str) -> None:
+def recover(settings: Settings, queue: Queue, ledger: Ledger, rel: str, reason: str) -> None:
     """Count the lost attempt; enqueue a retry unless attempts have run out."""
     policy = job_policy(settings)
     status = recover_lost(
         rel,
         settings.input_dir,
-        open_ledger(settings),
+        ledger,
         settings.locks_dir,
         policy,
         lost_worker(reason, settings.jobs.hard_timeout),
@@ -52,7 +53,7 @@ def sweep(settings: Settings, queue: Queue) -> None:
             continue
         try:
             if status.state == "processing":
-                recover(settings, queue, status.source, "crashed")  # no-op while locked
+                recover(settings, queue, ledger, status.source, "crashed")  # no-op while locked
             elif not (settings.input_dir / status.source).exists():
                 end_vanished(status.source, ledger, settings.locks_dir, policy)
         except Exception:  # per-job boundary: one bad record must not stop the pass
@@ -69,6 +70,7 @@ class WorkerGuard:
         self.consumer = consumer
         self.killed: set[int] = set()
         self.heartbeat = Heartbeat(settings.state_dir, "work")
+        self.ledger = open_ledger(settings)
 
     def install(self) -> None:
         check: Callable[[], bool] = self.consumer.check_worker_health
@@ -113,7 +115,7 @@ class WorkerGuard:
         if entry is None:
             return
         try:
-            recover(self.settings, self.queue, entry.source, reason)
+            recover(self.settings, self.queue, self.ledger, entry.source, reason)
         except Exception:  # per-job boundary: one bad record must not stop the consumer
             log.exception("recovery.failed", source=entry.source)
             return

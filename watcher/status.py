@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from handlers.index import JobIndex
+from handlers.sidecar import now_iso
 from watcher.heartbeat import read_heartbeat
 from watcher.queue import build_queue, queue_file
 from watcher.settings import Settings
@@ -16,11 +17,6 @@ from watcher.settings import Settings
 STATES = ("pending", "processing", "completed", "failed", "cancelled")
 RATE_WINDOW_MIN = 5
 RUNNING = ("job_id", "source", "progress", "pages_done", "pages_total", "started_at", "worker")
-
-
-def iso_ago(seconds: float) -> str:
-    moment = datetime.now(UTC) - timedelta(seconds=seconds)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def age_of(stamp: str | None) -> float | None:
@@ -36,7 +32,7 @@ def collect(settings: Settings) -> dict[str, object]:
         counts = dict(db.execute("select state, count(*) from jobs group by state"))
         finished = db.execute(
             "select count(*) from jobs where finished_at >= ? and state = 'completed'",
-            (iso_ago(RATE_WINDOW_MIN * 60),),
+            (now_iso(-RATE_WINDOW_MIN * 60),),
         ).fetchone()[0]
         oldest = db.execute("select min(created_at) from jobs where state = 'pending'").fetchone()[
             0

@@ -33,12 +33,7 @@ def run_watch(settings: Settings) -> int:
 
     queue = build_queue(settings)
     intake = Intake(settings, queue, open_ledger(settings))
-    paths = settings.paths
-    rules = IgnoreRules(
-        settings.input_dir,
-        settings.watch.ignore,
-        [paths.output, paths.state, paths.archive, paths.quarantine],
-    )
+    rules = IgnoreRules.of(settings)
     tracker = SettleTracker(settings.watch.settle_seconds, rules, intake.submit)
     tracker_thread = threading.Thread(target=tracker.run, args=(stop,), name="settle", daemon=True)
     tracker_thread.start()

@@ -79,7 +79,7 @@ class Worker:
         except sqlite3.OperationalError as exc:
             # The sidecar stays non-terminal, so the reconciler enqueues it again.
             log.error("job.requeue_failed", source=rel, error=str(exc))
-        ledger = open_ledger(self.settings)
+        ledger = self.context.ledger if self.context else open_ledger(self.settings)
         status = ledger.read(rel)
         if status and status.state == "processing":
             status.state, status.progress, status.worker = "pending", 0, None
