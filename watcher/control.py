@@ -61,12 +61,7 @@ def bring_in(settings: Settings, path: Path) -> list[Path]:
     rules = IgnoreRules.of(settings)
     if path.is_file():
         return [path] if not rules.ignored(path) else []
-    found = []
-    for folder, dirs, names in os.walk(path):
-        base = Path(folder)
-        dirs[:] = [d for d in dirs if not rules.ignored(base / d)]
-        found.extend(base / n for n in sorted(names) if not rules.ignored(base / n))
-    return found
+    return rules.walk(path)
 
 
 def copy_in(source: Path, target: Path) -> None:
@@ -154,10 +149,8 @@ def cancel_job(settings: Settings, target: str) -> int:
 def revoke(queue: Queue, rel: str) -> None:
     """Drop the waiting tasks for `rel`; a worker that dequeues them discards them."""
     huey = queue.huey
-    storage = huey.storage
-    for raw in [*storage.enqueued_items(), *storage.scheduled_items()]:
-        message = huey.serializer.deserialize(raw)
-        if message.args and message.args[0] == rel:
+    for message in queue.waiting():
+        if message.args[0] == rel:
             huey.revoke_by_id(message.id)
 
 

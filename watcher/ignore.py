@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePath
 
@@ -26,6 +27,15 @@ class IgnoreRules:
         paths = settings.paths
         own = [paths.output, paths.state, paths.archive, paths.quarantine]
         return cls(settings.input_dir, settings.watch.ignore, own)
+
+    def walk(self, top: Path) -> list[Path]:
+        """Every file under `top` that is not ignored, never descending into ignored dirs."""
+        files: list[Path] = []
+        for folder, dirs, names in os.walk(top):
+            base = Path(folder)
+            dirs[:] = [d for d in dirs if not self.ignored(base / d)]
+            files.extend(base / n for n in sorted(names) if not self.ignored(base / n))
+        return files
 
     def ignored(self, path: Path) -> bool:
         try:

@@ -40,12 +40,12 @@ class Intake:
         """Hand `path` on; returns what happened. `queued` is the queue snapshot of a scan
         (None for a live event, where a job already pending for this content is left alone).
         `force` converts again even when the current content already has an outcome."""
-        if not self.eligible(path):
+        info = self.eligible(path)
+        if info is None:
             return "ineligible"
         rel = os.fsdecode(path.relative_to(self.input_dir))
         priority = self.priority_for(rel) if priority is None else priority
         recorded = self.ledger.read(rel)
-        info = path.stat()
         if queued is not None and unchanged_since(recorded, info):
             sha, size = recorded.sha256, recorded.size_bytes  # type: ignore[union-attr]
         else:
@@ -82,15 +82,16 @@ class Intake:
                 return priority
         return self.priority
 
-    def eligible(self, path: Path) -> bool:
-        """A regular file whose real location is inside the input dir (no symlink escapes)."""
+    def eligible(self, path: Path) -> os.stat_result | None:
+        """The stat of a regular file whose real location is inside the input dir (no
+        symlink escapes), else None."""
         try:
-            mode = path.stat().st_mode
+            info = path.stat()
         except OSError:
-            return False
-        if not stat.S_ISREG(mode):
-            return False
-        return path.resolve().is_relative_to(self.input_dir.resolve())
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return info if path.resolve().is_relative_to(self.input_dir.resolve()) else None
 
 
 def retry_due_later(recorded: JobStatus) -> bool:

@@ -65,7 +65,7 @@ class SettleTracker:
             except queue.Empty:
                 return
             if path.is_dir() and not path.is_symlink():
-                for file in self.walk(path):
+                for file in self.rules.walk(path):
                     self.track(file, queued)
             else:
                 self.track(path, queued)
@@ -78,14 +78,6 @@ class SettleTracker:
             queued = None  # a live event since the scan: treat it as new activity
         # Every event restarts the quiet period.
         self.tracked[path] = Tracked(None, time.monotonic(), queued)
-
-    def walk(self, top: Path) -> list[Path]:
-        files: list[Path] = []
-        for folder, dirs, names in os.walk(top):
-            base = Path(folder)
-            dirs[:] = [d for d in dirs if not self.rules.ignored(base / d)]
-            files.extend(base / n for n in names if not self.rules.ignored(base / n))
-        return files
 
     def check(self, now: float) -> None:
         for path, entry in list(self.tracked.items()):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 from huey import SqliteHuey
 from huey.api import TaskWrapper
+from huey.registry import Message
 from huey.signals import SIGNAL_INTERRUPTED
 
 from watcher.settings import Settings
@@ -51,14 +53,16 @@ class Queue:
     def queued_sources(self) -> set[str]:
         """Relative paths with a task waiting in the queue or scheduled for a retry (read
         without running anything)."""
-        sources: set[str] = set()
+        return {message.args[0] for message in self.waiting()}
+
+    def waiting(self) -> Iterator[Message]:
+        """The convert tasks waiting in the queue or the schedule, without running any."""
         name = self.huey._registry.task_to_string(self.convert.task_class)
         storage = self.huey.storage
         for raw in [*storage.enqueued_items(), *storage.scheduled_items()]:
             message = self.huey.serializer.deserialize(raw)
             if message.name == name and message.args:
-                sources.add(message.args[0])
-        return sources
+                yield message
 
 
 def queue_file(settings: Settings) -> Path:
