@@ -1,7 +1,13 @@
-"""The record of every job: its sidecar under the output dir, mirrored into the job index."""
+"""The record of every job: its sidecar under the output dir, mirrored into the job index.
+
+A sidecar whose place cannot hold it (the name too long, another input's outputs in the
+way) is kept under `output/.hotfolder/records/` instead, so every job still has a record.
+"""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,9 +15,18 @@ from pathlib import Path
 import structlog
 
 from handlers.index import JobIndex
-from handlers.sidecar import JobStatus, iter_sidecars, read_status, sidecar_path, write_status
+from handlers.sidecar import (
+    SUFFIX,
+    JobStatus,
+    iter_sidecars,
+    read_status,
+    sidecar_path,
+    write_status,
+)
 
 log = structlog.get_logger("hotfolder.ledger")
+UNUSABLE = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST})
+RECORDS = Path(".hotfolder") / "records"
 
 
 class Ledger:
@@ -22,12 +37,26 @@ class Ledger:
     def path(self, rel: str) -> Path:
         return sidecar_path(self.output_dir, rel)
 
+    def fallback(self, rel: str) -> Path:
+        key = hashlib.sha256(rel.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        return self.output_dir / RECORDS / f"{key}{SUFFIX}"
+
     def read(self, rel: str) -> JobStatus | None:
-        return read_status(self.path(rel))
+        try:
+            return read_status(self.path(rel))
+        except OSError as exc:
+            if exc.errno not in UNUSABLE:
+                raise
+            return read_status(self.fallback(rel))
 
     def save(self, status: JobStatus) -> JobStatus:
         """Replace the sidecar atomically, then mirror it into the index."""
-        write_status(self.path(status.source), status)
+        try:
+            write_status(self.path(status.source), status)
+        except OSError as exc:
+            if exc.errno not in UNUSABLE:
+                raise
+            write_status(self.fallback(status.source), status)
         if self.index is not None:
             try:
                 self.index.upsert([status])
@@ -37,12 +66,21 @@ class Ledger:
         return status
 
     def forget(self, rel: str) -> None:
-        self.path(rel).unlink(missing_ok=True)
+        for path in (self.path(rel), self.fallback(rel)):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                if exc.errno not in UNUSABLE:
+                    raise
         if self.index is not None:
             self.index.delete([rel])
 
     def all(self) -> Iterator[JobStatus]:
         for sidecar in iter_sidecars(self.output_dir):
-            status = read_status(sidecar)
+            try:
+                status = read_status(sidecar)
+            except OSError as exc:  # one unreadable sidecar must not hide the others
+                log.warning("ledger.unreadable", sidecar=str(sidecar), error=exc.strerror)
+                continue
             if status is not None:
                 yield status

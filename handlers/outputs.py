@@ -1,17 +1,43 @@
-"""The converted document written as `<rel>.<ext>` files that mirror the input tree."""
+"""The converted document written as `<rel>.<ext>` files that mirror the input tree, and
+the names refused because those files would not fit, or would land on another job's."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from handlers.atomic import safe_join, write_all_atomic
+from handlers.errors import JobError
+from handlers.sidecar import SUFFIX
 
 if TYPE_CHECKING:
     from docling_core.types.doc import DoclingDocument
 
 EXTENSIONS = {"md": "md", "json": "json", "html": "html", "text": "txt", "doctags": "doctags"}
+NAME_MAX = 255  # bytes in one file name, on every common Linux file system
+# A file where a folder is needed, a folder where a file is, a path too long.
+MISPLACED = frozenset({errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG})
+
+
+def check_name(rel: str) -> None:
+    """Refuse names whose outputs could not sit beside them as the contract says."""
+    name = rel.rsplit("/", 1)[-1]
+    if name.casefold().endswith(".status"):
+        raise JobError(
+            "invalid_name",
+            f"File names ending in '.status' are refused: the JSON output of {name!r} would "
+            f"be the status file of {name[:-7]!r}. Rename the file.",
+        )
+    size = len(os.fsencode(name))
+    if size + len(SUFFIX) > NAME_MAX:
+        raise JobError(
+            "invalid_name",
+            f"The file name is {size} bytes long: with '{SUFFIX}' added, its status file "
+            f"would pass the limit of {NAME_MAX} bytes per name. Shorten the name.",
+        )
 
 
 def render(document: DoclingDocument, fmt: str) -> str:
@@ -45,7 +71,18 @@ def write_outputs(
         )
         for fmt in formats
     ]
-    write_all_atomic(files)
+    try:
+        write_all_atomic(files)
+    except OSError as exc:
+        if exc.errno not in MISPLACED:
+            raise
+        where = os.fsdecode(exc.filename2 or exc.filename or output_dir)
+        raise JobError(
+            "invalid_name",
+            f"Its outputs cannot be written at {where}: {exc.strerror}. Another input's "
+            "outputs are in the way (a file where a folder is needed, or the reverse), or "
+            "the path is too long. Rename the file or its folder.",
+        ) from exc
     paths = [path for path, _ in files]
     return {
         fmt: path.relative_to(output_dir).as_posix()

@@ -1,26 +1,30 @@
-"""One file's journey: lock -> digest -> already done? -> processing -> convert -> outputs
--> completed (or failed / pending for a retry / cancelled) -> input disposition."""
+"""One file's journey: lock -> read once (a private copy and its digest) -> already done?
+-> processing -> convert -> outputs -> completed (or failed / pending for a retry /
+cancelled) -> input disposition."""
 
 from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
 from handlers import converter as conv
-from handlers.disposition import dispose
+from handlers.disposition import Origin, dispose
+from handlers.entities import check_entities
 from handlers.errors import JobError, classify
 from handlers.ledger import Ledger
 from handlers.lock import cancel_requested, clear_cancel, job_lock
-from handlers.outputs import write_outputs
+from handlers.outputs import check_name, write_outputs
 from handlers.sidecar import TERMINAL, JobStatus, new_status, now_iso
-from handlers.source import digest, job_id, open_source, vanished
+from handlers.source import Snapshot, job_id, read_input, vanished
 
 if TYPE_CHECKING:
     from docling.document_converter import DocumentConverter
@@ -40,6 +44,7 @@ class JobPolicy:
     retry_backoff: float = 10.0
     max_file_bytes: int = 0
     max_pages: int = 0
+    refuse_hard_links: bool = False
     on_success: str = "keep"
     on_failure: str = "keep"
     archive_dir: Path | None = None
@@ -56,6 +61,7 @@ class JobContext:
     input_dir: Path
     ledger: Ledger
     locks_dir: Path
+    scratch_dir: Path
     options: conv.ConversionOptions
     converter: DocumentConverter
     policy: JobPolicy = JobPolicy()
@@ -78,49 +84,77 @@ def process_file(rel: str, ctx: JobContext, priority: int = 0) -> JobStatus | No
 
 def run_locked(rel: str, ctx: JobContext, priority: int) -> JobStatus:
     recorded = ctx.ledger.read(rel)
-    try:
-        source = open_source(ctx.input_dir, rel)
-        mtime_ns = source.stat().st_mtime_ns
-        sha, size = digest(source)
-    except (JobError, OSError) as exc:
-        status = recorded or new_status(rel, job_id(rel, ""), "", 0, priority)
-        return fail(ctx.ledger, status, classify(exc), ctx.policy, source=None)
-    # An outcome for this content stands until a person asks again (`retry` and
-    # `enqueue --force` reopen the record first); a stray duplicate task is a no-op.
-    if recorded and recorded.state in TERMINAL and recorded.sha256 == sha:
-        log.info("job.skipped", source=rel, job_id=recorded.job_id, reason=recorded.state)
-        return recorded
-    status = start(ctx.ledger, recorded, rel, sha, size, priority, ctx.worker)
-    status.mtime_ns = mtime_ns
+    ctx.scratch_dir.mkdir(parents=True, exist_ok=True)
+    with private_folder(ctx.scratch_dir) as folder:
+        try:
+            check_name(rel)
+            copy = read_input(ctx.input_dir, rel, Path(folder), partial(check_input, ctx.policy))
+        except (JobError, OSError) as exc:
+            return refuse(ctx, recorded, rel, priority, classify(exc))
+        # An outcome for this content stands until a person asks again (`retry` and
+        # `enqueue --force` reopen the record first); a stray duplicate task is a no-op.
+        if recorded and recorded.state in TERMINAL and recorded.sha256 == copy.sha256:
+            log.info("job.skipped", source=rel, job_id=recorded.job_id, reason=recorded.state)
+            return recorded
+        status = start(ctx.ledger, recorded, copy, rel, priority, ctx.worker)
+        return convert_copy(status, copy, ctx)
+
+
+def private_folder(scratch_dir: Path) -> tempfile.TemporaryDirectory[str]:
+    """Where this job's copy of its input lives; named by pid, so the copies of a worker
+    that was killed can be found and removed."""
+    return tempfile.TemporaryDirectory(
+        prefix=f"{os.getpid()}-", dir=scratch_dir, ignore_cleanup_errors=True
+    )
+
+
+def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext) -> JobStatus:
+    origin = Origin(ctx.input_dir, status.source, copy.inode)
     started = time.monotonic()
     try:
-        check_size(size, ctx.policy)
+        check_entities(copy.path)
         result = conv.convert(
-            ctx.converter, source, progress_writer(status, ctx), ctx.policy.max_pages
+            ctx.converter, copy.path, progress_writer(status, ctx), ctx.policy.max_pages
         )
         check_cancel(status, ctx)
-        status.outputs = write_outputs(result.document, ctx.ledger.output_dir, rel, ctx.options.to)
+        status.outputs = write_outputs(
+            result.document, ctx.ledger.output_dir, status.source, ctx.options.to
+        )
     except JobCancelled:
         return cancel(ctx.ledger, status)
     except Exception as exc:  # per-job boundary: whatever happens, the job ends recorded
         error = classify(exc)
-        return fail(ctx.ledger, status, error, ctx.policy, source, time.monotonic() - started)
+        return fail(ctx.ledger, status, error, ctx.policy, origin, time.monotonic() - started)
     status.input_format = result.input.format.value if result.input.format else None
     status.pages = len(result.document.pages)
     status.warnings, status.partial = conv.warnings_of(result), conv.is_partial(result)
-    return complete(ctx.ledger, status, ctx.policy, source, time.monotonic() - started)
+    return complete(ctx.ledger, status, ctx.policy, origin, time.monotonic() - started)
+
+
+def refuse(
+    ctx: JobContext, recorded: JobStatus | None, rel: str, priority: int, error: JobError
+) -> JobStatus:
+    """The input could not be read, or is refused. An outcome on record stands (this is a
+    stray task); otherwise the attempt counts, so a cause that may pass (permissions fixed
+    later) is retried with backoff, and the job ends `failed` when attempts run out."""
+    if recorded and recorded.state in TERMINAL:
+        log.info("job.skipped", source=rel, job_id=recorded.job_id, reason=recorded.state)
+        return recorded
+    status = recorded or new_status(rel, job_id(rel, ""), "", 0, priority)
+    status.attempts += 1
+    return fail(ctx.ledger, status, error, ctx.policy, origin=None)
 
 
 def start(
     ledger: Ledger,
     recorded: JobStatus | None,
+    copy: Snapshot,
     rel: str,
-    sha: str,
-    size: int,
     priority: int,
     worker: str,
 ) -> JobStatus:
-    status = new_status(rel, job_id(rel, sha), sha, size, priority)
+    status = new_status(rel, job_id(rel, copy.sha256), copy.sha256, copy.size, priority)
+    status.mtime_ns = copy.mtime_ns
     if recorded and recorded.job_id == status.job_id:
         status.created_at, status.attempts = recorded.created_at, recorded.attempts
         status.error = recorded.error  # the last error stays visible while it is retried
@@ -131,12 +165,19 @@ def start(
     return ledger.save(status)
 
 
-def check_size(size: int, policy: JobPolicy) -> None:
-    if policy.max_file_bytes and size > policy.max_file_bytes:
+def check_input(policy: JobPolicy, info: os.stat_result) -> None:
+    """The limits that can be judged from the open file, before any of it is read."""
+    if policy.max_file_bytes and info.st_size > policy.max_file_bytes:
         raise JobError(
             "too_large",
-            f"The file is {size / 2**20:.1f} MiB, over the limit of "
+            f"The file is {info.st_size / 2**20:.1f} MiB, over the limit of "
             f"{policy.max_file_bytes / 2**20:.1f} MiB (jobs.max_file_mb).",
+        )
+    if policy.refuse_hard_links and info.st_nlink > 1:
+        raise JobError(
+            "unsafe_path",
+            f"The file has {info.st_nlink} hard links and jobs.refuse_hard_links is on: a "
+            "hard link can bring in a file from outside the input folder.",
         )
 
 
@@ -161,7 +202,7 @@ def progress_writer(status: JobStatus, ctx: JobContext) -> conv.Progress:
 
 
 def complete(
-    ledger: Ledger, status: JobStatus, policy: JobPolicy, source: Path, duration: float
+    ledger: Ledger, status: JobStatus, policy: JobPolicy, origin: Origin, duration: float
 ) -> JobStatus:
     status.state, status.progress, status.error = "completed", 100, None
     status.finished_at, status.duration_s = now_iso(), round(duration, 3)
@@ -173,7 +214,7 @@ def complete(
         pages=status.pages,
         duration_s=status.duration_s,
     )
-    return settle_input(ledger, status, source, policy.on_success, policy.archive_dir)
+    return settle_input(ledger, status, origin, policy.on_success, policy.archive_dir)
 
 
 def cancel(ledger: Ledger, status: JobStatus) -> JobStatus:
@@ -187,7 +228,7 @@ def fail(
     status: JobStatus,
     error: JobError,
     policy: JobPolicy,
-    source: Path | None,
+    origin: Origin | None,
     duration: float | None = None,
 ) -> JobStatus:
     """Record the error: `pending` with a retry time while a retry may help, else `failed`."""
@@ -211,10 +252,10 @@ def fail(
         error=error.message,
         attempts=status.attempts,
     )
-    if source is None:
+    if origin is None:
         return status
     reason = f"{error.type}: {status.error['message']}"
-    return settle_input(ledger, status, source, policy.on_failure, policy.quarantine_dir, reason)
+    return settle_input(ledger, status, origin, policy.on_failure, policy.quarantine_dir, reason)
 
 
 def recover_lost(
@@ -227,8 +268,7 @@ def recover_lost(
         if status is None or status.state != "processing":
             return None  # a live worker holds it, or it ended meanwhile
         log.warning("job.worker_lost", source=rel, job_id=status.job_id, error_type=lost.type)
-        source = input_dir / rel
-        return fail(ledger, status, lost, policy, source if source.is_file() else None)
+        return fail(ledger, status, lost, policy, Origin(input_dir, rel))
 
 
 def end_vanished(rel: str, ledger: Ledger, locks_dir: Path, policy: JobPolicy) -> bool:
@@ -237,14 +277,14 @@ def end_vanished(rel: str, ledger: Ledger, locks_dir: Path, policy: JobPolicy) -
         status = ledger.read(rel) if held else None
         if status is None or status.state != "pending":
             return False
-        fail(ledger, status, vanished(), policy, source=None)
+        fail(ledger, status, vanished(), policy, origin=None)
         return True
 
 
 def settle_input(
     ledger: Ledger,
     status: JobStatus,
-    source: Path,
+    origin: Origin,
     action: str,
     target_root: Path | None,
     reason: str = "",
@@ -253,8 +293,8 @@ def settle_input(
     if action == "keep":
         return status
     try:
-        status.disposition = dispose(source, status.source, action, target_root, reason)
-    except OSError as exc:
+        status.disposition = dispose(origin, action, target_root, reason)
+    except (OSError, JobError) as exc:  # the input is gone, or a link now: it stays put
         status.disposition = f"kept ({action} failed: {exc})"
         log.error("job.disposition_failed", source=status.source, action=action, error=str(exc))
     return ledger.save(status)

@@ -61,13 +61,14 @@ def sidecar_path(output_dir: Path, rel: str) -> Path:
 
 
 def read_status(sidecar: Path) -> JobStatus | None:
-    """The recorded status, or None when there is none (or it cannot be read as one)."""
+    """The recorded status, or None when there is none (or it cannot be read as one).
+    An OSError other than a missing file is raised: the path itself may be unusable."""
     try:
         # json (not pydantic's parser) accepts the \udcxx escapes of undecodable file names.
         return JobStatus.model_validate(json.loads(sidecar.read_bytes()))
     except FileNotFoundError:
         return None
-    except (ValidationError, ValueError, OSError):
+    except (ValidationError, ValueError):
         # A sidecar from a future schema or damaged by hand: treat the job as unknown,
         # so it is converted again and the sidecar rewritten.
         return None

@@ -1,27 +1,115 @@
-"""The input file: resolved safely inside the input folder, and its content digest."""
+"""The input file, read once: opened below the input folder without following any link,
+checked, then hashed and copied to a private folder in the same pass, so the bytes recorded
+are the bytes converted. (A path checked and then opened again is a race that anyone who
+can write the input folder can win, and the daemon may be able to read more than they can.)
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from handlers.atomic import safe_join
 from handlers.errors import JobError
 
 CHUNK = 1 << 20
+FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO swapped in at the last moment must not block the open.
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+PRIVATE_NAME_MAX = 200  # bytes; the copy's name only needs to keep the extension
+Check = Callable[[os.stat_result], None]
 
 
-def open_source(input_dir: Path, rel: str) -> Path:
-    """The input file for `rel`, if it is a regular file that resolves inside `input_dir`."""
+@dataclass(frozen=True)
+class Snapshot:
+    """The input as it was read: a private copy, its digest, and the file it came from."""
+
+    path: Path
+    sha256: str
+    size: int
+    mtime_ns: int
+    inode: tuple[int, int]
+
+
+def split(rel: str) -> list[str]:
+    parts = rel.split("/")
+    if not rel or any(part in ("", ".", "..") for part in parts):
+        raise JobError("unsafe_path", f"Refusing to read {rel!r}: not a plain path.")
+    return parts
+
+
+@contextmanager
+def open_parent(input_dir: Path, rel: str) -> Iterator[tuple[int, str]]:
+    """A descriptor on the folder that holds `rel`, reached one folder at a time without
+    following a link, and the file's name in it."""
+    *folders, name = split(rel)
+    fd = os.open(input_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        source = safe_join(input_dir, rel)
-    except ValueError as exc:
-        raise JobError("unsafe_path", f"Refusing to read {rel!r}: {exc}.") from exc
-    if not source.exists():
-        raise vanished()
-    if not source.is_file():
+        for folder in folders:
+            try:
+                child = os.open(folder, FOLDER_FLAGS, dir_fd=fd)
+            except NotADirectoryError:  # a link to a folder, or a folder replaced by a file
+                info = os.stat(folder, dir_fd=fd, follow_symlinks=False)
+                raise (unsafe_link() if stat.S_ISLNK(info.st_mode) else vanished()) from None
+            os.close(fd)
+            fd = child
+        yield fd, name
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def open_input(input_dir: Path, rel: str) -> Iterator[tuple[int, os.stat_result]]:
+    """A read descriptor on the regular file `input_dir/rel`, and its fstat."""
+    try:
+        with open_parent(input_dir, rel) as (folder, name):
+            # Looked at first, so a device or FIFO is never opened (opening some has effects).
+            check_kind(os.stat(name, dir_fd=folder, follow_symlinks=False))
+            fd = os.open(name, FILE_FLAGS, dir_fd=folder)
+    except OSError as exc:
+        raise input_error(exc) from exc
+    try:
+        info = os.fstat(fd)
+        check_kind(info)  # what was opened, not what was looked at a moment before
+        yield fd, info
+    finally:
+        os.close(fd)
+
+
+def check_kind(info: os.stat_result) -> None:
+    if stat.S_ISLNK(info.st_mode):
+        raise unsafe_link()
+    if not stat.S_ISREG(info.st_mode):
         raise JobError("unsupported_format", "The input is not a regular file.")
-    return source
+
+
+def input_error(exc: OSError) -> JobError | OSError:
+    if exc.errno == errno.ENOENT:
+        return vanished()
+    if exc.errno == errno.ELOOP:
+        return unsafe_link()
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return JobError(
+            "io_error",
+            "Permission denied: hotfolder's user cannot read this file or its folder. "
+            "Fix the permissions; the job is retried.",
+            retryable=True,
+        )
+    return exc
+
+
+def unsafe_link() -> JobError:
+    return JobError(
+        "unsafe_path",
+        "The input is a symbolic link, or lies in a linked folder: hotfolder never follows "
+        "links in the input folder.",
+    )
 
 
 def vanished() -> JobError:
@@ -30,15 +118,44 @@ def vanished() -> JobError:
     )
 
 
-def digest(source: Path) -> tuple[str, int]:
-    """sha256 hex digest and size in bytes of the file's current content."""
+def read_input(input_dir: Path, rel: str, folder: Path, check: Check) -> Snapshot:
+    """Open `rel` once, `check` its fstat, then hash it while copying it into `folder`."""
+    with open_input(input_dir, rel) as (fd, info):
+        check(info)
+        copy = folder / private_name(rel)
+        with copy.open("xb") as out:
+            sha, size = consume(fd, out)
+    identity = (info.st_dev, info.st_ino)
+    return Snapshot(copy, sha, size, info.st_mtime_ns, identity)
+
+
+def digest_input(input_dir: Path, rel: str) -> tuple[str, int, os.stat_result]:
+    """sha256, size and fstat of `rel`, opened as `read_input` opens it."""
+    with open_input(input_dir, rel) as (fd, info):
+        sha, size = consume(fd, None)
+    return sha, size, info
+
+
+def consume(fd: int, out: BinaryIO | None) -> tuple[str, int]:
     sha = hashlib.sha256()
     size = 0
-    with source.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            sha.update(chunk)
-            size += len(chunk)
+    while chunk := os.read(fd, CHUNK):
+        sha.update(chunk)
+        size += len(chunk)
+        if out is not None:
+            out.write(chunk)
     return sha.hexdigest(), size
+
+
+def private_name(rel: str) -> str:
+    """The copy's name: the input's, with undecodable bytes replaced (docling's PDF parser
+    cannot take them) and shortened if need be; the extension is kept, docling reads it."""
+    name = os.fsencode(rel.rsplit("/", 1)[-1]).decode("utf-8", "replace")
+    if len(name.encode()) <= PRIVATE_NAME_MAX:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    suffix = suffix[:16] if dot else ""
+    return f"{stem[:60] or name[:60]}~.{suffix}" if suffix else name[:60]
 
 
 def job_id(rel: str, sha256: str) -> str:

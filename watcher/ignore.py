@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePath
 
@@ -28,10 +29,11 @@ class IgnoreRules:
         own = [paths.output, paths.state, paths.archive, paths.quarantine]
         return cls(settings.input_dir, settings.watch.ignore, own)
 
-    def walk(self, top: Path) -> list[Path]:
-        """Every file under `top` that is not ignored, never descending into ignored dirs."""
+    def walk(self, top: Path, onerror: Callable[[OSError], None] | None = None) -> list[Path]:
+        """Every file under `top` that is not ignored, never descending into ignored dirs
+        or through links; `onerror` hears of each folder that cannot be listed."""
         files: list[Path] = []
-        for folder, dirs, names in os.walk(top):
+        for folder, dirs, names in os.walk(top, onerror=onerror):
             base = Path(folder)
             dirs[:] = [d for d in dirs if not self.ignored(base / d)]
             files.extend(base / n for n in sorted(names) if not self.ignored(base / n))

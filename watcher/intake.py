@@ -4,24 +4,27 @@ it gets a `pending` sidecar and then a task."""
 from __future__ import annotations
 
 import os
-import stat
 from fnmatch import fnmatchcase
 from pathlib import Path
 
 import structlog
 
+from handlers.errors import JobError
 from handlers.ledger import Ledger
 from handlers.lock import clear_cancel
 from handlers.sidecar import TERMINAL, JobStatus, new_status, now_iso
-from handlers.source import digest, job_id
+from handlers.source import digest_input, job_id
 from watcher.queue import Queue
 from watcher.settings import Settings
+from watcher.skips import Skips, kind_of
 
 log = structlog.get_logger("hotfolder.intake")
 
 
 class Intake:
-    def __init__(self, settings: Settings, queue: Queue, ledger: Ledger) -> None:
+    def __init__(
+        self, settings: Settings, queue: Queue, ledger: Ledger, skips: Skips | None = None
+    ) -> None:
         self.input_dir = settings.input_dir
         self.ledger = ledger
         self.locks_dir = settings.locks_dir
@@ -29,6 +32,7 @@ class Intake:
         self.rules = settings.queue.priority_rules
         self.enqueue_timeout = settings.queue.enqueue_timeout
         self.queue = queue
+        self.skips = skips or Skips()
 
     def submit(
         self,
@@ -40,17 +44,23 @@ class Intake:
         """Hand `path` on; returns what happened. `queued` is the queue snapshot of a scan
         (None for a live event, where a job already pending for this content is left alone).
         `force` converts again even when the current content already has an outcome."""
-        info = self.eligible(path)
-        if info is None:
+        rel = self.relative(path)
+        info = self.look(path) if rel else None
+        if rel is None or info is None:
             return "ineligible"
-        rel = os.fsdecode(path.relative_to(self.input_dir))
         priority = self.priority_for(rel) if priority is None else priority
         recorded = self.ledger.read(rel)
         if queued is not None and unchanged_since(recorded, info):
             sha, size = recorded.sha256, recorded.size_bytes  # type: ignore[union-attr]
         else:
-            sha, size = digest(path)
-        if recorded and recorded.state == "processing" and force:
+            read = self.digest(path, rel, info)
+            if read is None:
+                return "ineligible"
+            sha, size, info = read
+        if recorded and recorded.state == "processing":
+            # The sweep judges whether its worker is alive; new content waits for the lock.
+            if recorded.sha256 != sha:
+                self.follow_up(rel, priority)
             return "in_flight"
         if recorded and recorded.sha256 == sha and not force:
             if recorded.state in TERMINAL:
@@ -58,8 +68,7 @@ class Intake:
                 emit = log.info if queued is None else log.debug
                 emit("intake.unchanged", source=rel, state=recorded.state)
                 return "unchanged"
-            # `processing` is the sweep's to judge (is its worker alive?), not intake's.
-            if queued is None or rel in queued or recorded.state == "processing":
+            if queued is None or rel in queued:
                 return "in_flight"
             if retry_due_later(recorded) or rel in self.queue.queued_sources():
                 return "in_flight"  # the scan's queue snapshot is older than this job's task
@@ -75,23 +84,58 @@ class Intake:
         log.info("job.pending", source=rel, job_id=status.job_id, size_bytes=size)
         return "enqueued"
 
+    def relative(self, path: Path) -> str | None:
+        try:
+            return os.fsdecode(path.relative_to(self.input_dir))
+        except ValueError:
+            return None
+
+    def look(self, path: Path) -> os.stat_result | None:
+        """The lstat of a regular file, else None: a link is never followed, and anything
+        else but a folder (a FIFO, socket, device) is logged once and passed over."""
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self.skips.note(path, "unreadable", error=exc.strerror)
+            return None
+        kind = kind_of(info.st_mode)
+        if kind == "file":
+            return info
+        if kind != "folder":
+            self.skips.note(path, kind)
+        return None
+
+    def digest(
+        self, path: Path, rel: str, seen: os.stat_result
+    ) -> tuple[str, int, os.stat_result] | None:
+        """sha256, size and stat of the file as opened (no link followed), or None if it
+        cannot be a job. An unreadable file gets an empty digest: its job is recorded,
+        and the worker retries it with backoff, in case the permissions are fixed."""
+        try:
+            return digest_input(self.input_dir, rel)
+        except JobError as exc:
+            if exc.retryable:
+                self.skips.note(path, "unreadable", error=exc.message)
+                return "", seen.st_size, seen
+            if exc.type != "source_vanished":
+                self.skips.note(path, exc.type, error=exc.message)
+            return None
+
+    def follow_up(self, rel: str, priority: int) -> None:
+        """Content replaced while its old content converts: one task waits for the new
+        content (it runs once the lock is free); the record stays the running job's."""
+        if rel not in self.queue.queued_sources():
+            self.queue.enqueue(rel, priority, self.enqueue_timeout)
+            log.info("intake.changed_while_running", source=rel)
+
     def priority_for(self, rel: str) -> int:
         """The first `queue.priority_rules` glob matching the path, else the default."""
         for pattern, priority in self.rules.items():
             if fnmatchcase(rel, pattern):
                 return priority
         return self.priority
-
-    def eligible(self, path: Path) -> os.stat_result | None:
-        """The stat of a regular file whose real location is inside the input dir (no
-        symlink escapes), else None."""
-        try:
-            info = path.stat()
-        except OSError:
-            return None
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        return info if path.resolve().is_relative_to(self.input_dir.resolve()) else None
 
 
 def retry_due_later(recorded: JobStatus) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import queue
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from watchdog.observers.polling import PollingObserver
 
 from watcher.ignore import IgnoreRules
 from watcher.settings import WatchConfig
+from watcher.skips import Skips
 
 log = structlog.get_logger("hotfolder.observer")
 Settled = Callable[[Path, "frozenset[str] | None"], object]
@@ -41,10 +43,17 @@ class SettleTracker:
     """Tracks files until they are stable; no give-up counter, a changing file is just
     tracked longer. Directories (moved-in folders, the startup scan) are expanded here."""
 
-    def __init__(self, settle_seconds: float, rules: IgnoreRules, on_settled: Settled) -> None:
+    def __init__(
+        self,
+        settle_seconds: float,
+        rules: IgnoreRules,
+        on_settled: Settled,
+        skips: Skips | None = None,
+    ) -> None:
         self.settle_seconds = settle_seconds
         self.rules = rules
         self.on_settled = on_settled
+        self.skips = skips or Skips()
         self.inbox: queue.SimpleQueue[tuple[Path, frozenset[str] | None]] = queue.SimpleQueue()
         self.tracked: dict[Path, Tracked] = {}
         self.tick = min(max(settle_seconds / 4, 0.05), 0.25)
@@ -64,11 +73,22 @@ class SettleTracker:
                 path, queued = self.inbox.get_nowait()
             except queue.Empty:
                 return
-            if path.is_dir() and not path.is_symlink():
-                for file in self.rules.walk(path):
-                    self.track(file, queued)
-            else:
-                self.track(path, queued)
+            try:
+                self.expand(path, queued)
+            except OSError as exc:  # per-path boundary: a bad path never stops the thread
+                self.skips.note(path, "unreadable", error=exc.strerror)
+
+    def expand(self, path: Path, queued: frozenset[str] | None) -> None:
+        """Track a file, or every file under a folder (links are never followed)."""
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(info.st_mode):
+            for file in self.rules.walk(path, self.skips.walk_error):
+                self.track(file, queued)
+        else:
+            self.track(path, queued)
 
     def track(self, path: Path, queued: frozenset[str] | None) -> None:
         previous = self.tracked.get(path)
@@ -83,7 +103,7 @@ class SettleTracker:
         for path, entry in list(self.tracked.items()):
             signature = self.signature(path)
             if signature is None:
-                del self.tracked[path]  # deleted or renamed away before it settled
+                del self.tracked[path]  # gone before it settled, or unusable (logged once)
             elif signature != entry.signature:
                 entry.signature, entry.since = signature, now
             elif now - entry.since >= self.settle_seconds:
@@ -93,18 +113,21 @@ class SettleTracker:
     def hand_on(self, path: Path, queued: frozenset[str] | None) -> None:
         try:
             self.on_settled(path, queued)
-        except Exception:  # per-file boundary: one bad file must not blind the watcher
-            log.exception("watch.intake_failed", path=os.fsdecode(path))
+        except Exception as exc:  # per-file boundary: one bad file must not blind the watcher
+            reason = f"intake_failed: {type(exc).__name__}: {exc}"
+            self.skips.note(path, reason, exc_info=True)
             # Not enqueued: look at it again after a pause (a full disk, a locked queue).
             self.tracked[path] = Tracked(
                 self.signature(path), time.monotonic() + RETRY_PAUSE, queued
             )
 
-    @staticmethod
-    def signature(path: Path) -> tuple[int, int] | None:
+    def signature(self, path: Path) -> tuple[int, int] | None:
         try:
-            info = path.stat()
-        except OSError:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self.skips.note(path, "unreadable", error=exc.strerror)
             return None
         return info.st_size, info.st_mtime_ns
 

@@ -28,11 +28,12 @@ def convert_one(settings: Settings, file: Path, output_dir: Path) -> int:
         return 1
     options = settings.conversion.options()
     output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="hotfolder-locks-") as locks:
+    with tempfile.TemporaryDirectory(prefix="hotfolder-convert-") as private:
         context = JobContext(
             input_dir=source.parent,
             ledger=Ledger(output_dir.resolve()),
-            locks_dir=Path(locks),
+            locks_dir=Path(private) / "locks",
+            scratch_dir=Path(private) / "scratch",
             options=options,
             converter=build_converter(options),
             # In the foreground: one attempt, and the file is left where it is.
@@ -50,7 +51,7 @@ def convert_one(settings: Settings, file: Path, output_dir: Path) -> int:
         print(f"failed: {error.get('type')}: {error.get('message')}", file=sys.stderr)
         return 1
     for fmt, path in status.outputs.items():
-        print(f"{fmt:<6}{output_dir / path}")
+        print(f"{fmt:<6} {output_dir / path}")
     summary = f"({status.pages or 0} pages, {status.duration_s} s)"
-    print(f"{'status':<6}{context.ledger.path(source.name)}  {summary}")
+    print(f"{'status':<6} {context.ledger.path(source.name)}  {summary}")
     return 0

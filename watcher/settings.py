@@ -48,6 +48,7 @@ class WorkersConfig(Section):
     poll_max_delay: float = Field(1.0, gt=0)
     shutdown_timeout: float = Field(60.0, gt=0)
     max_tasks_per_worker: int = Field(200, ge=0)
+    max_memory_mb: int = Field(0, ge=0)
 
 
 class QueueConfig(Section):
@@ -63,6 +64,7 @@ class JobsConfig(Section):
     reconcile_interval: float = Field(300.0, gt=0)
     max_file_mb: float = Field(0.0, ge=0)
     max_pages: int = Field(0, ge=0)
+    refuse_hard_links: bool = False
     on_success: Literal["keep", "archive", "delete"] = "keep"
     on_failure: Literal["keep", "quarantine"] = "keep"
     retention_days: float = Field(0.0, ge=0)
@@ -147,6 +149,11 @@ class Settings(BaseSettings):
         return self.paths.state / "workers"
 
     @property
+    def scratch_dir(self) -> Path:
+        """Private copies of the inputs being converted, one folder per job."""
+        return self.paths.state / "scratch"
+
+    @property
     def worker_count(self) -> int:
         return self.workers.count or os.cpu_count() or 1
 
@@ -158,6 +165,7 @@ def job_policy(settings: Settings) -> JobPolicy:
         retry_backoff=jobs.retry_backoff,
         max_file_bytes=int(jobs.max_file_mb * 2**20),
         max_pages=jobs.max_pages,
+        refuse_hard_links=jobs.refuse_hard_links,
         on_success=jobs.on_success,
         on_failure=jobs.on_failure,
         archive_dir=settings.paths.archive,

@@ -17,6 +17,7 @@ from watcher.observer import Handoff, SettleTracker, start_observer
 from watcher.queue import Queue, build_queue
 from watcher.recovery import sweep
 from watcher.settings import Settings, open_ledger
+from watcher.skips import Skips
 
 log = structlog.get_logger("hotfolder.watch")
 
@@ -32,9 +33,10 @@ def run_watch(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, request_stop)
 
     queue = build_queue(settings)
-    intake = Intake(settings, queue, open_ledger(settings))
+    skips = Skips()
+    intake = Intake(settings, queue, open_ledger(settings), skips)
     rules = IgnoreRules.of(settings)
-    tracker = SettleTracker(settings.watch.settle_seconds, rules, intake.submit)
+    tracker = SettleTracker(settings.watch.settle_seconds, rules, intake.submit, skips)
     tracker_thread = threading.Thread(target=tracker.run, args=(stop,), name="settle", daemon=True)
     tracker_thread.start()
     observer = start_observer(settings.watch, settings.input_dir, Handoff(tracker, rules))

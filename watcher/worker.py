@@ -38,6 +38,7 @@ class Worker:
             input_dir=self.settings.input_dir,
             ledger=open_ledger(self.settings),
             locks_dir=self.settings.locks_dir,
+            scratch_dir=self.settings.scratch_dir,
             options=options,
             converter=build_converter(options),
             policy=job_policy(self.settings),
