@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -61,3 +62,13 @@ def safe_join(base: Path, rel: str) -> Path:
     if not joined.resolve().is_relative_to(resolved_base):
         raise ValueError(f"path escapes {base}: {rel!r}")
     return joined
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to `<name>.damaged-<time>` (kept for a look), and drop its
+    SQLite companions; returns the new name."""
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    for companion in ("-wal", "-shm", "-journal"):
+        path.with_name(path.name + companion).unlink(missing_ok=True)
+    return aside

@@ -56,14 +56,22 @@ def os_error(exc: OSError) -> JobError:
     return JobError("io_error", f"{exc.strerror or exc} ({exc.filename or 'no file'})", True)
 
 
-def lost_worker(reason: str, hard_timeout: float) -> JobError:
-    """The job's worker process is gone: it crashed, or was killed for running too long."""
+def lost_worker(reason: str, hard_timeout: float, memory_mb: int) -> JobError:
+    """The job's worker process is gone: it crashed, or was killed for running too long or
+    using too much memory (that one is the document's doing: it is not retried)."""
     if reason == "timeout":
         return JobError(
             "timeout",
             f"The conversion ran longer than jobs.hard_timeout ({hard_timeout:g} s); its "
             "worker process was killed.",
             retryable=True,
+        )
+    if reason == "memory":
+        return JobError(
+            "too_large",
+            f"The conversion needed more than {memory_mb} MiB of memory "
+            "(workers.max_memory_mb); its worker process was stopped. A document this "
+            "large needs a higher cap, or splitting into parts.",
         )
     return JobError(
         "worker_crashed",

@@ -9,7 +9,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import structlog
+
+from handlers.atomic import set_aside
+from handlers.lock import exclusive
 from handlers.sidecar import JobStatus
+
+log = structlog.get_logger("hotfolder.index")
 
 COLUMNS = (
     "job_id",
@@ -56,9 +62,32 @@ def row_of(status: JobStatus) -> tuple[object, ...]:
 class JobIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.rebuilt = False  # True when a damaged index was replaced: refill it
         path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.create()
+        except sqlite3.OperationalError:
+            raise  # busy or unwritable: not damage
+        except sqlite3.DatabaseError:
+            self.replace_damaged()
+
+    def create(self) -> None:
         with self.connect() as db:
             db.executescript(SCHEMA)
+            db.execute("select count(*) from jobs").fetchone()
+
+    def replace_damaged(self) -> None:
+        """The index is a cache: a damaged one is set aside and started afresh, and the
+        caller refills it from the sidecars. One process repairs; the others wait."""
+        with exclusive(self.path.with_name(self.path.name + ".lock")):
+            try:
+                self.create()
+                return  # another process repaired it meanwhile
+            except sqlite3.DatabaseError as exc:
+                aside = set_aside(self.path)
+                log.warning("index.damaged", error=str(exc), moved_to=str(aside))
+            self.create()
+            self.rebuilt = True
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:

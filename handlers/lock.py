@@ -38,6 +38,18 @@ def job_lock(locks_dir: Path, rel: str) -> Iterator[bool]:
         os.close(fd)
 
 
+@contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """Hold an flock on `lock`, waiting for it: one process at a time repairs a database."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def cancel_file(locks_dir: Path, rel: str) -> Path:
     return lock_file(locks_dir, rel).with_suffix(".cancel")
 

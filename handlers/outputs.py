@@ -88,3 +88,13 @@ def write_outputs(
         fmt: path.relative_to(output_dir).as_posix()
         for fmt, path in zip(formats, paths, strict=True)
     }
+
+
+def remove_outputs(output_dir: Path, rel: str) -> None:
+    """Delete every output `rel` may have (a name that could have none is passed over)."""
+    for fmt in EXTENSIONS:
+        try:
+            output_path(output_dir, rel, fmt).unlink(missing_ok=True)
+        except OSError as exc:
+            if exc.errno not in MISPLACED:
+                raise

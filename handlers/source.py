@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -80,6 +81,16 @@ def open_input(input_dir: Path, rel: str) -> Iterator[tuple[int, os.stat_result]
         yield fd, info
     finally:
         os.close(fd)
+
+
+@contextmanager
+def open_regular(path: Path) -> Iterator[tuple[BinaryIO, os.stat_result]]:
+    """A regular file opened by its full path (one an operator named): the last component
+    is not followed if it is a link, and a FIFO does not block the open."""
+    with os.fdopen(os.open(path, FILE_FLAGS), "rb") as handle:
+        info = os.fstat(handle.fileno())
+        check_kind(info)
+        yield handle, info
 
 
 def check_kind(info: os.stat_result) -> None:
@@ -156,6 +167,21 @@ def private_name(rel: str) -> str:
     stem, dot, suffix = name.rpartition(".")
     suffix = suffix[:16] if dot else ""
     return f"{stem[:60] or name[:60]}~.{suffix}" if suffix else name[:60]
+
+
+def copy_owners(scratch_dir: Path) -> set[int]:
+    """The pids whose private copies lie in `scratch_dir` (folders are `<pid>-<random>`)."""
+    if not scratch_dir.is_dir():
+        return set()
+    return {
+        int(p.name.split("-")[0]) for p in scratch_dir.iterdir() if p.name.split("-")[0].isdigit()
+    }
+
+
+def discard_copies(scratch_dir: Path, pid: int) -> None:
+    """Remove the private copies of worker `pid`: it was killed before it could."""
+    for folder in scratch_dir.glob(f"{pid}-*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def job_id(rel: str, sha256: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,7 +145,8 @@ class Daemon:
         self.log_file = self.root / f"{self.command}.log"
         env = {**os.environ, **self.env}
         if self.faults:
-            env["PYTHONPATH"] = str(REPO / "tests" / "faults")
+            # The checkout itself stays first for `watcher` and `handlers`, whatever is installed.
+            env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests" / "faults"), str(REPO)])
             env["HOTFOLDER_FAULTS"] = self.faults
         self.process = subprocess.Popen(
             hotfolder_argv("--config", str(self.config_file), self.command),
@@ -246,7 +248,19 @@ def toml_value(value: object) -> str:
 
 
 def hotfolder_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "watcher.cli", *args]
+    return [*WITHOUT_ROOT_OVERRIDES, sys.executable, "-m", "watcher.cli", *args]
+
+
+def without_root_overrides() -> list[str]:
+    """Root reads and writes any file whatever its permissions; a service user does not. The
+    tests run hotfolder without the two capabilities that let root do so, so permissions
+    are in force (setpriv execs in place: the pid stays hotfolder's)."""
+    if os.geteuid() == 0 and shutil.which("setpriv"):
+        return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+    return []
+
+
+WITHOUT_ROOT_OVERRIDES = without_root_overrides()
 
 
 def status_json(config_file: Path) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -11,6 +12,13 @@ from watcher.settings import EX_CONFIG, ConfigError, Settings, load_settings
 DAEMONS = ("run", "watch", "work")
 LEVELS = ["debug", "info", "warning", "error"]
 STATES = ("pending", "processing", "completed", "failed", "cancelled")
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
     jobs = sub.add_parser("jobs", help="a table of jobs, newest first")
     jobs.add_argument("--state", choices=STATES)
     jobs.add_argument("--since", help="only jobs created within this long, e.g. 1h, 7d")
-    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--limit", type=positive, default=50)
     jobs.add_argument("--sort", choices=("created", "finished", "priority"), default="created")
     jobs.add_argument("--json", action="store_true")
 
@@ -96,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         return dispatch(args, settings)
     except (JobNotFound, ValueError) as exc:
         print(f"hotfolder: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, sqlite3.DatabaseError) as exc:
+        # An operator command meets a file it cannot read: one line, not a traceback.
+        print(f"hotfolder: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
 

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import structlog
 
+from handlers.errors import JobError
 from handlers.ledger import Ledger
 from handlers.lock import clear_cancel, job_lock, request_cancel
-from handlers.outputs import EXTENSIONS, output_path
+from handlers.outputs import remove_outputs
 from handlers.sidecar import JobStatus, now_iso
 from watcher.heartbeat import read_heartbeat
-from watcher.ignore import IgnoreRules
+from watcher.inbox import Refused, bring_in
 from watcher.intake import Intake
 from watcher.jobs import find_status, parse_age
 from watcher.queue import Queue, build_queue
@@ -33,8 +33,8 @@ def enqueue_paths(settings: Settings, paths: list[Path], priority: int | None, f
     files, failures = [], 0
     for path in paths:
         try:
-            files.extend(bring_in(settings, path.resolve()))
-        except (OSError, ValueError) as exc:
+            files.extend(bring_in(settings, path))
+        except (OSError, Refused, JobError) as exc:
             print(f"hotfolder: cannot enqueue {path}: {exc}", file=sys.stderr)
             failures += 1
     outcomes: dict[str, int] = {}
@@ -45,33 +45,6 @@ def enqueue_paths(settings: Settings, paths: list[Path], priority: int | None, f
     summary = ", ".join(f"{count} {name}" for name, count in sorted(outcomes.items()))
     print(f"{len(files)} files: {summary or 'nothing to do'}")
     return 1 if failures else 0
-
-
-def bring_in(settings: Settings, path: Path) -> list[Path]:
-    """The eligible files under `path`, as paths inside the input dir."""
-    input_dir = settings.input_dir
-    if not path.exists():
-        raise ValueError("no such file or folder")
-    if not path.is_relative_to(input_dir):
-        target = input_dir / path.name
-        if target.exists():
-            raise ValueError(f"{target} already exists; move or rename one of them")
-        copy_in(path, target)
-        path = target
-    rules = IgnoreRules.of(settings)
-    if path.is_file():
-        return [path] if not rules.ignored(path) else []
-    return rules.walk(path)
-
-
-def copy_in(source: Path, target: Path) -> None:
-    """Copy under a hidden name and rename, so the watcher never sees a partial copy."""
-    temp = target.with_name(f".{target.name}.copying")
-    if source.is_dir():
-        shutil.copytree(source, temp)
-    else:
-        shutil.copy2(source, temp)
-    os.replace(temp, target)
 
 
 def progress(done: int, total: int) -> None:
@@ -186,7 +159,7 @@ def purge(
     forgotten, kept = [], 0
     for (key,) in keys:
         rel = bytes(key).decode("utf-8", "surrogateescape")
-        if (settings.input_dir / rel).exists():
+        if os.path.lexists(settings.input_dir / rel):
             kept += 1
             continue
         forgotten.append(rel)
@@ -197,6 +170,5 @@ def purge(
 
 def forget(ledger: Ledger, settings: Settings, rel: str, outputs: bool) -> None:
     if outputs:
-        for fmt in EXTENSIONS:
-            output_path(settings.output_dir, rel, fmt).unlink(missing_ok=True)
+        remove_outputs(settings.output_dir, rel)
     ledger.forget(rel)

@@ -83,7 +83,7 @@ def check_queue(settings: Settings) -> list[Check]:
     from watcher.queue import build_queue
 
     try:
-        depth = build_queue(settings).depth()
+        depth = build_queue(settings, repair=False).depth()
     except Exception as exc:  # any storage failure is the finding itself
         return [
             (

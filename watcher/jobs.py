@@ -8,9 +8,8 @@ import os
 import re
 from pathlib import Path
 
-from handlers.index import JobIndex
 from handlers.sidecar import JobStatus, now_iso
-from watcher.settings import Settings, open_ledger
+from watcher.settings import Settings, open_index, open_ledger
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 SORTS = {
@@ -55,7 +54,7 @@ def list_jobs(
         params.append(now_iso(-parse_age(since)))
     clause = f"where {' and '.join(where)}" if where else ""
     query = f"select source, {', '.join(LISTED)} from jobs {clause} order by {SORTS[sort]} limit ?"
-    with JobIndex(settings.state_dir / "index.db").connect() as db:
+    with open_index(settings).connect() as db:
         rows = db.execute(query, (*params, limit)).fetchall()
     return [dict(zip(("source", *LISTED), row, strict=True)) for row in rows]
 
@@ -72,9 +71,14 @@ def render_jobs(rows: list[dict[str, object]]) -> str:
         lines.append(
             f"{str(row['job_id'])[:12]:<12}  {row['state']:<10}  {row['progress']:>3}%  "
             f"{row['priority']:>4}  {row['attempts']:>3}  {short(row['created_at'])}  "
-            f"{short(row['finished_at'])}  {row['source']}{note}"
+            f"{short(row['finished_at'])}  {printable(row['source'])}{note}"
         )
     return "\n".join(lines)
+
+
+def printable(text: object) -> str:
+    """Control characters (a newline in a file name) escaped, so one job stays one line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in str(text))
 
 
 def short(stamp: object) -> str:
@@ -83,6 +87,8 @@ def short(stamp: object) -> str:
 
 def resolve(settings: Settings, target: str) -> str:
     """The source (relative path) named by a job id prefix or by a path."""
+    if not target.strip():
+        raise JobNotFound("no job given: name a job id (or a prefix of one) or a path")
     rel = as_input_rel(settings, target)
     if rel is not None:
         return rel
@@ -90,7 +96,7 @@ def resolve(settings: Settings, target: str) -> str:
         raise JobNotFound(
             f"no job for {target!r}: not a job id, nor a file in {settings.input_dir}"
         )
-    with JobIndex(settings.state_dir / "index.db").connect() as db:
+    with open_index(settings).connect() as db:
         rows = db.execute(
             "select job_id, source_key from jobs where job_id like ? limit 6", (target + "%",)
         ).fetchall()
@@ -105,16 +111,26 @@ def resolve(settings: Settings, target: str) -> str:
 
 
 def as_input_rel(settings: Settings, target: str) -> str | None:
-    """A path to a file in the input dir (as given, or relative to it) with a sidecar."""
+    """A path to a file in the input dir (as given, or relative to it) that has a record
+    or exists. A path inside the input dir is taken as written, never through a link."""
     ledger = open_ledger(settings)
     for candidate in (Path(target), settings.input_dir / target):
-        try:
-            rel = os.fsdecode(candidate.resolve().relative_to(settings.input_dir))
-        except ValueError:
-            continue
-        if ledger.path(rel).exists() or candidate.exists():
+        rel = input_rel(settings.input_dir, candidate)
+        if rel and (ledger.read(rel) is not None or os.path.lexists(candidate)):
             return rel
     return None
+
+
+def input_rel(input_dir: Path, path: Path) -> str | None:
+    absolute = Path(os.path.abspath(path))
+    if not absolute.is_relative_to(input_dir):
+        try:
+            absolute = absolute.resolve()
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop, in Python 3.11
+            return None
+    if absolute == input_dir or not absolute.is_relative_to(input_dir):
+        return None
+    return os.fsdecode(absolute.relative_to(input_dir))
 
 
 def find_status(settings: Settings, target: str) -> JobStatus:
@@ -128,7 +144,7 @@ def find_status(settings: Settings, target: str) -> JobStatus:
 def render_show(status: JobStatus) -> str:
     data = status.model_dump()
     lines = [
-        f"{key:<16}{'' if value is None else value}"
+        f"{key:<16}{'' if value is None else printable(value)}"
         for key, value in data.items()
         if key not in ("error", "outputs", "warnings")
     ]

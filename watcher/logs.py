@@ -1,12 +1,13 @@
 """structlog set up once per process: JSON lines off a TTY (journald), readable on a TTY.
 
-huey's and watchdog's stdlib loggers go through the same formatter.
+huey's and watchdog's stdlib loggers, and Python warnings, go through the same formatter.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from typing import TextIO
 
 import structlog
@@ -58,3 +59,29 @@ def configure_logging(config: LogConfig, process: str, stream: TextIO = sys.stdo
     for noisy in ("docling", "docling_core", "docling_parse", "watchdog", "PIL", "huey"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     logging.getLogger("huey.consumer").setLevel(root.level)
+    warnings.showwarning = log_warning
+
+
+WARNED: set[tuple[str, int]] = set()
+WARNING_CHARS = 300
+
+
+def log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Python warnings (watchdog's RuntimeWarnings, for one) as one short structured line,
+    once per place in the code: some name every watched path, megabytes long."""
+    if (filename, lineno) in WARNED:
+        return
+    WARNED.add((filename, lineno))
+    text = str(message)
+    if len(text) > WARNING_CHARS:
+        text = f"{text[:WARNING_CHARS]}... ({len(text)} characters)"
+    structlog.get_logger("py.warnings").warning(
+        "python.warning", category=category.__name__, message=text, at=f"{filename}:{lineno}"
+    )

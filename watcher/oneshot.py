@@ -22,8 +22,11 @@ def show_progress(status: JobStatus) -> None:
 
 
 def convert_one(settings: Settings, file: Path, output_dir: Path) -> int:
-    source = file.resolve()
-    if not source.is_file():
+    try:
+        source = file.resolve(strict=True)
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, in Python 3.11
+        source = None
+    if source is None or not source.is_file():
         print(f"hotfolder: {file}: no such file", file=sys.stderr)
         return 1
     options = settings.conversion.options()

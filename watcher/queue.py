@@ -18,6 +18,8 @@ from huey.api import TaskWrapper
 from huey.registry import Message
 from huey.signals import SIGNAL_INTERRUPTED
 
+from handlers.atomic import set_aside
+from handlers.lock import exclusive
 from watcher.settings import Settings
 
 TASK_NAME = "hotfolder.convert"  # stored as "watcher.worker.hotfolder.convert"
@@ -69,14 +71,17 @@ def queue_file(settings: Settings) -> Path:
     return settings.state_dir / "queue.db"
 
 
-def build_queue(settings: Settings) -> Queue:
-    """The SqliteHuey in the state dir (WAL, fsync on, results off) with the convert task.
+def build_queue(settings: Settings, repair: bool = True) -> Queue:
+    """The SqliteHuey in the state dir (WAL, fsync on, results off) with the convert task;
+    a damaged queue file is replaced first unless `repair` is off (read-only callers).
 
     The task body lives in watcher.worker and runs only in consumer worker processes.
     """
     from watcher.worker import Worker
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if repair:
+        repair_queue(queue_file(settings))
     huey = SqliteHuey(
         QUEUE_NAME,
         filename=str(queue_file(settings)),
@@ -91,3 +96,34 @@ def build_queue(settings: Settings) -> Queue:
     huey.on_startup()(worker.start)
     huey.signal(SIGNAL_INTERRUPTED)(worker.interrupted)
     return queue
+
+
+def repair_queue(path: Path) -> None:
+    """A damaged queue file is set aside and a new one started. The queue is only the
+    dispatcher: the reconciler re-enqueues every unfinished job from the sidecars."""
+    if intact(path):
+        return
+    with exclusive(path.with_name(path.name + ".lock")):
+        if intact(path):
+            return  # another process repaired it meanwhile
+        aside = set_aside(path)
+    log.warning(
+        "queue.damaged",
+        moved_to=str(aside),
+        hint="a new queue was started; the reconciler re-enqueues unfinished jobs",
+    )
+
+
+def intact(path: Path) -> bool:
+    if not path.exists():
+        return True
+    try:
+        db = sqlite3.connect(path, timeout=10)
+        try:
+            return db.execute("pragma quick_check").fetchone()[0] == "ok"
+        finally:
+            db.close()
+    except sqlite3.OperationalError:
+        return True  # busy or unreadable: not damage, and not ours to repair
+    except sqlite3.DatabaseError:
+        return False

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 from huey.consumer import Consumer
@@ -15,25 +16,21 @@ from handlers.errors import lost_worker
 from handlers.ledger import Ledger
 from handlers.pipeline import end_vanished, recover_lost
 from handlers.sidecar import TERMINAL, now_iso
+from handlers.source import copy_owners, discard_copies
 from watcher import inflight
 from watcher.heartbeat import Heartbeat, pid_exists
 from watcher.queue import Queue
 from watcher.settings import Settings, job_policy, open_ledger
 
 log = structlog.get_logger("hotfolder.recovery")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def recover(settings: Settings, queue: Queue, ledger: Ledger, rel: str, reason: str) -> None:
     """Count the lost attempt; enqueue a retry unless attempts have run out."""
     policy = job_policy(settings)
-    status = recover_lost(
-        rel,
-        settings.input_dir,
-        ledger,
-        settings.locks_dir,
-        policy,
-        lost_worker(reason, settings.jobs.hard_timeout),
-    )
+    lost = lost_worker(reason, settings.jobs.hard_timeout, settings.memory_cap_mb)
+    status = recover_lost(rel, settings.input_dir, ledger, settings.locks_dir, policy, lost)
     if status and status.state == "pending":
         delay = policy.retry_delay(status.attempts)
         queue.enqueue(rel, status.priority, settings.queue.enqueue_timeout, delay=delay)
@@ -61,14 +58,15 @@ def sweep(settings: Settings, queue: Queue) -> None:
 
 
 class WorkerGuard:
-    """Hooks huey's worker health check: kills workers past `jobs.hard_timeout`, and
-    recovers the job of every worker that died (huey replaces the process, not the job)."""
+    """Hooks huey's worker health check: kills a worker whose job runs past
+    `jobs.hard_timeout` or whose memory passes `workers.max_memory_mb`, and recovers the job
+    of every worker that died (huey replaces the process, not the job)."""
 
     def __init__(self, settings: Settings, queue: Queue, consumer: Consumer) -> None:
         self.settings = settings
         self.queue = queue
         self.consumer = consumer
-        self.killed: set[int] = set()
+        self.killed: dict[int, str] = {}  # pid -> why it was killed
         self.heartbeat = Heartbeat(settings.state_dir, "work")
         self.ledger = open_ledger(settings)
 
@@ -77,7 +75,7 @@ class WorkerGuard:
 
         def guarded() -> bool:
             self.beat()
-            self.kill_overdue()
+            self.police()
             dead = [proc.pid for _, proc in self.consumer.worker_threads if not proc.is_alive()]
             healthy = check()
             for pid in dead:
@@ -91,27 +89,45 @@ class WorkerGuard:
         self.heartbeat.beat(workers=pids, configured=len(self.consumer.worker_threads))
 
     def recover_stale(self) -> None:
-        """Entries left by workers of an earlier consumer that was killed."""
+        """Entries and private copies left by workers of an earlier consumer that was killed."""
         for entry in inflight.all_running(self.settings.workers_dir):
             if not pid_exists(entry.pid):
                 self.recover_pid(entry.pid)
+        for pid in copy_owners(self.settings.scratch_dir):
+            if not pid_exists(pid):
+                discard_copies(self.settings.scratch_dir, pid)
 
-    def kill_overdue(self) -> None:
+    def police(self) -> None:
         limit = self.settings.jobs.hard_timeout
-        if not limit:
-            return
+        cap = self.settings.memory_cap_mb
         for _, proc in self.consumer.worker_threads:
             entry = inflight.read(self.settings.workers_dir, proc.pid) if proc.pid else None
-            if entry and proc.is_alive() and time.time() - entry.started > limit:
+            if entry is None or not proc.is_alive():
+                continue
+            if limit and time.time() - entry.started > limit:
                 log.error("job.hard_timeout", source=entry.source, pid=proc.pid, limit_s=limit)
-                self.killed.add(proc.pid)
-                os.kill(proc.pid, signal.SIGKILL)
+                self.kill(proc.pid, "timeout")
+            elif (used := resident_mb(proc.pid)) > cap:
+                log.error(
+                    "job.memory_exceeded",
+                    source=entry.source,
+                    pid=proc.pid,
+                    resident_mb=round(used),
+                    cap_mb=cap,
+                )
+                self.kill(proc.pid, "memory")
+
+    def kill(self, pid: int, reason: str) -> None:
+        self.killed[pid] = reason
+        os.kill(pid, signal.SIGKILL)
+        for _, proc in self.consumer.worker_threads:
+            if proc.pid == pid:
                 proc.join(5)
 
     def recover_pid(self, pid: int) -> None:
+        discard_copies(self.settings.scratch_dir, pid)
         entry = inflight.read(self.settings.workers_dir, pid)
-        reason = "timeout" if pid in self.killed else "crashed"
-        self.killed.discard(pid)
+        reason = self.killed.pop(pid, "crashed")
         if entry is None:
             return
         try:
@@ -120,3 +136,12 @@ class WorkerGuard:
             log.exception("recovery.failed", source=entry.source)
             return
         inflight.clear(self.settings.workers_dir, pid)
+
+
+def resident_mb(pid: int) -> float:
+    """Resident memory of `pid` in MiB (0 if it is gone)."""
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * PAGE_SIZE / 2**20

@@ -15,6 +15,7 @@ from handlers.index import JobIndex
 from handlers.ledger import Ledger
 from handlers.outputs import EXTENSIONS
 from handlers.pipeline import JobPolicy
+from handlers.sidecar import now_iso
 
 EX_CONFIG = 78
 
@@ -157,6 +158,25 @@ class Settings(BaseSettings):
     def worker_count(self) -> int:
         return self.workers.count or os.cpu_count() or 1
 
+    @property
+    def memory_cap_mb(self) -> int:
+        """`workers.max_memory_mb`, or three quarters of the memory this service may use
+        (the machine's RAM, or its cgroup's limit if lower) shared among the workers."""
+        if self.workers.max_memory_mb:
+            return self.workers.max_memory_mb
+        return max(512, (usable_memory() * 3 // 4 // self.worker_count) >> 20)
+
+
+def usable_memory() -> int:
+    """Bytes of RAM, or of this process's cgroup limit (systemd's MemoryMax=) if lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        group = Path("/proc/self/cgroup").read_text().strip().split("::", 1)[1]
+        limit = (Path("/sys/fs/cgroup") / group.lstrip("/") / "memory.max").read_text()
+    except (OSError, IndexError):
+        return total
+    return min(total, int(limit)) if limit.strip().isdigit() else total
+
 
 def job_policy(settings: Settings) -> JobPolicy:
     jobs = settings.jobs
@@ -174,12 +194,18 @@ def job_policy(settings: Settings) -> JobPolicy:
 
 
 def open_ledger(settings: Settings) -> Ledger:
-    """The sidecars under the output dir, mirrored into the job index in the state dir."""
-    return Ledger(settings.output_dir, JobIndex(settings.state_dir / "index.db"))
+    """The sidecars under the output dir, mirrored into the job index in the state dir
+    (refilled from the sidecars if it had to be replaced)."""
+    index = JobIndex(settings.state_dir / "index.db")
+    ledger = Ledger(settings.output_dir, index)
+    if index.rebuilt:
+        index.sync(ledger.all(), now_iso())
+    return ledger
 
 
 def load_settings(config_file: Path) -> Settings:
-    """Read and validate `config_file`; every problem becomes one ConfigError line."""
+    """Read and validate `config_file`; every problem becomes one ConfigError line. Every
+    command, `doctor` included, goes through here: what one refuses, all refuse."""
     try:
         raw = tomllib.loads(config_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -191,18 +217,33 @@ def load_settings(config_file: Path) -> Settings:
     try:
         settings = Settings(**raw)
     except ValidationError as exc:
-        raise ConfigError(f"{config_file}: {describe(exc)}") from None
-    return anchor_paths(settings, config_file)
+        raise ConfigError(describe(exc, config_file)) from None
+    settings = anchor_paths(settings, config_file)
+    check_apart(settings)
+    return settings
 
 
-def describe(exc: ValidationError) -> str:
-    """`workers.count: Input should be greater than or equal to 0 (got -1)` for the first error."""
+def describe(exc: ValidationError, config_file: Path) -> str:
+    """`config.toml: workers.count: Input should be ... (got -1)` for the first error, named
+    after the environment variable instead when one set the value."""
     error = exc.errors()[0]
-    key = ".".join(str(part) for part in error["loc"])
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc)
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    origin = env_origin(loc) or str(config_file)
     if error["type"] == "extra_forbidden":
-        return f"{key}: unknown key{more}"
-    return f"{key}: {error['msg']} (got {error.get('input')!r}){more}"
+        return f"{origin}: {key}: unknown key{more}"
+    return f"{origin}: {key}: {error['msg']} (got {error.get('input')!r}){more}"
+
+
+def env_origin(loc: list[str]) -> str | None:
+    """The HOTFOLDER_* variable that set the key at `loc` (or its table), if any."""
+    names = {name.upper() for name in os.environ}
+    for depth in range(len(loc), 0, -1):
+        name = "HOTFOLDER_" + "__".join(loc[:depth]).upper()
+        if name in names:
+            return f"environment variable {name}"
+    return None
 
 
 def anchor_paths(settings: Settings, config_file: Path) -> Settings:
@@ -213,3 +254,48 @@ def anchor_paths(settings: Settings, config_file: Path) -> Settings:
     )
     settings.config_file = config_file.resolve()
     return settings
+
+
+def used_dirs(settings: Settings) -> dict[str, Path]:
+    """The folders this configuration reads and writes, by key."""
+    dirs = {
+        "paths.input": settings.input_dir,
+        "paths.output": settings.output_dir,
+        "paths.state": settings.state_dir,
+    }
+    if settings.jobs.on_success == "archive":
+        dirs["paths.archive"] = settings.paths.archive
+    if settings.jobs.on_failure == "quarantine":
+        dirs["paths.quarantine"] = settings.paths.quarantine
+    return dirs
+
+
+def check_apart(settings: Settings) -> None:
+    """The same folder for two roles, or input inside output/state, would feed outputs back in."""
+    dirs = used_dirs(settings)
+    items = list(dirs.items())
+    for i, (key, path) in enumerate(items):
+        for other_key, other in items[i + 1 :]:
+            if path == other:
+                raise ConfigError(
+                    f"{origin_of(key)} and {origin_of(other_key)} are the same folder: {path}"
+                )
+    input_dir = dirs["paths.input"]
+    for key in sorted(dirs.keys() - {"paths.input"}):
+        if input_dir.is_relative_to(dirs[key]):
+            raise ConfigError(
+                f"paths.input ({input_dir}) must not lie inside {origin_of(key)} ({dirs[key]})"
+            )
+
+
+def origin_of(key: str) -> str:
+    """`paths.output`, with the environment variable named when one set it."""
+    env = env_origin(key.split("."))
+    return f"{key} (set by {env.removeprefix('environment variable ')})" if env else key
+
+
+def open_index(settings: Settings) -> JobIndex:
+    """The job index, refilled from the sidecars first if it had to be replaced."""
+    index = open_ledger(settings).index
+    assert index is not None
+    return index

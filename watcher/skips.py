@@ -10,22 +10,22 @@ from pathlib import Path
 import structlog
 
 log = structlog.get_logger("hotfolder.watch")
-REMEMBERED = 10_000  # distinct (path, reason) pairs kept before the memory starts afresh
+REMEMBERED = 10_000  # paths kept before the memory starts afresh
 
 
 class Skips:
     def __init__(self) -> None:
-        self.seen: set[tuple[str, str]] = set()
+        self.seen: set[str] = set()
 
     def note(self, path: Path | str, reason: str, **details: object) -> bool:
-        """Log `watch.skipped` for `path` unless already logged for this reason; returns
-        whether it was logged."""
+        """Log `watch.skipped` for `path` unless it was logged already (for whatever
+        reason); returns whether it was logged."""
         shown = os.fsdecode(path)
-        if (shown, reason) in self.seen:
+        if shown in self.seen:
             return False
         if len(self.seen) >= REMEMBERED:
             self.seen.clear()
-        self.seen.add((shown, reason))
+        self.seen.add(shown)
         log.warning("watch.skipped", path=shown, reason=reason, **details)
         return True
 

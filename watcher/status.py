@@ -4,15 +4,15 @@ index, huey's storage and the heartbeats; `--watch` redraws it with a bar per ru
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
 
-from handlers.index import JobIndex
 from handlers.sidecar import now_iso
 from watcher.heartbeat import read_heartbeat
 from watcher.queue import build_queue, queue_file
-from watcher.settings import Settings
+from watcher.settings import Settings, open_index
 
 STATES = ("pending", "processing", "completed", "failed", "cancelled")
 RATE_WINDOW_MIN = 5
@@ -27,7 +27,7 @@ def age_of(stamp: str | None) -> float | None:
 
 
 def collect(settings: Settings) -> dict[str, object]:
-    index = JobIndex(settings.state_dir / "index.db")
+    index = open_index(settings)
     with index.connect() as db:
         counts = dict(db.execute("select state, count(*) from jobs group by state"))
         finished = db.execute(
@@ -40,12 +40,18 @@ def collect(settings: Settings) -> dict[str, object]:
         running = db.execute(
             f"select {', '.join(RUNNING)} from jobs where state = 'processing' order by started_at"
         ).fetchall()
-    depth, scheduled = queue_sizes(settings)
+    try:
+        depth, scheduled = queue_sizes(settings)
+        queue_error = None
+    except sqlite3.DatabaseError as exc:  # reported, not repaired: status only reads
+        depth = scheduled = None
+        queue_error = f"the queue database is damaged ({exc}); the daemon replaces it at start"
     return {
         "states": {state: counts.get(state, 0) for state in STATES},
         "total": sum(counts.values()),
         "queue_depth": depth,
         "scheduled_retries": scheduled,
+        "queue_error": queue_error,
         "jobs_per_minute": round(finished / RATE_WINDOW_MIN, 2),
         "oldest_pending_age_s": age_of(oldest),
         "workers": read_heartbeat(settings.state_dir, "work"),
@@ -59,7 +65,7 @@ def collect(settings: Settings) -> dict[str, object]:
 def queue_sizes(settings: Settings) -> tuple[int, int]:
     if not queue_file(settings).exists():
         return 0, 0
-    storage = build_queue(settings).huey.storage
+    storage = build_queue(settings, repair=False).huey.storage
     return storage.queue_size(), storage.schedule_size()
 
 
@@ -81,6 +87,12 @@ def bar(done: int | None, total: int | None, unit: str = "pages", width: int = 2
     )
 
 
+def queue_line(report: dict[str, object]) -> str:
+    if report["queue_error"] is not None:
+        return f"queue depth unknown: {report['queue_error']}"
+    return f"queue depth {report['queue_depth']} (+{report['scheduled_retries']} retries scheduled)"
+
+
 def render(report: dict[str, object]) -> str:
     states = report["states"]
     assert isinstance(states, dict)
@@ -94,7 +106,7 @@ def render(report: dict[str, object]) -> str:
         *(f"{state:<12}{states[state]:>8}" for state in STATES),
         f"{'total':<12}{report['total']:>8}",
         "",
-        f"queue depth {report['queue_depth']} (+{report['scheduled_retries']} retries scheduled)",
+        queue_line(report),
         f"throughput  {report['jobs_per_minute']} jobs/min (last {RATE_WINDOW_MIN} min)",
         f"oldest pending {'-' if oldest is None else f'{oldest:.0f} s'}",
     ]
