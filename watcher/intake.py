@@ -93,12 +93,8 @@ class Intake:
     def look(self, path: Path) -> os.stat_result | None:
         """The lstat of a regular file, else None: a link is never followed, and anything
         else but a folder (a FIFO, socket, device) is logged once and passed over."""
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            self.skips.note(path, "unreadable", error=exc.strerror)
+        info = self.skips.lstat(path)
+        if info is None:
             return None
         kind = kind_of(info.st_mode)
         if kind == "file":

@@ -73,16 +73,13 @@ class SettleTracker:
                 path, queued = self.inbox.get_nowait()
             except queue.Empty:
                 return
-            try:
-                self.expand(path, queued)
-            except OSError as exc:  # per-path boundary: a bad path never stops the thread
-                self.skips.note(path, "unreadable", error=exc.strerror)
+            self.expand(path, queued)
 
     def expand(self, path: Path, queued: frozenset[str] | None) -> None:
-        """Track a file, or every file under a folder (links are never followed)."""
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
+        """Track a file, or every file under a folder. Links are never followed, and a path
+        that cannot be looked at or listed is logged once and passed over: never raised."""
+        info = self.skips.lstat(path)
+        if info is None:
             return
         if stat.S_ISDIR(info.st_mode):
             for file in self.rules.walk(path, self.skips.walk_error):
@@ -122,14 +119,8 @@ class SettleTracker:
             )
 
     def signature(self, path: Path) -> tuple[int, int] | None:
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            self.skips.note(path, "unreadable", error=exc.strerror)
-            return None
-        return info.st_size, info.st_mtime_ns
+        info = self.skips.lstat(path)
+        return None if info is None else (info.st_size, info.st_mtime_ns)
 
 
 class Handoff(FileSystemEventHandler):

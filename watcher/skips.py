@@ -29,6 +29,17 @@ class Skips:
         log.warning("watch.skipped", path=shown, reason=reason, **details)
         return True
 
+    def lstat(self, path: Path) -> os.stat_result | None:
+        """The lstat of `path` (a link is never followed); None if it is gone, or cannot be
+        looked at (logged once)."""
+        try:
+            return os.lstat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self.note(path, "unreadable", error=exc.strerror)
+            return None
+
     def walk_error(self, exc: OSError) -> None:
         """os.walk's onerror: a folder that cannot be listed."""
         self.note(exc.filename or "?", "unreadable_folder", error=exc.strerror)
