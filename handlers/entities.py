@@ -32,7 +32,11 @@ def check_entities(path: Path) -> None:
 
 
 def declares_entities(path: Path) -> bool:
+    """Markup (XML, HTML) that declares an entity somewhere; binary formats (PDF, ZIP-based
+    Office files, images) are passed over without a search."""
     with path.open("rb") as handle:
+        if not handle.read(1024).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
+            return False
         try:
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
                 return data.find(b"<!ENTITY") != -1
