@@ -30,38 +30,58 @@ class ConversionOptions:
     page_images: bool = False
     document_timeout: float = 0.0
     progress_interval: float = 1.0
+    ocr: str = "auto"
+    ocr_dpi: float = 144.0
+    ocr_language: str = "en"
+    ocr_models: str = ""
+    ocr_threads: int = 1
 
 
 def build_converter(options: ConversionOptions) -> DocumentConverter:
-    """A DocumentConverter for every format; PDFs through the model-free native pipeline."""
+    """A DocumentConverter for every format. PDFs and images go through docling's model-free
+    native pipeline, extended with OCR for the pages that have no text layer."""
+    from docling.backend.image_backend import ImageDocumentBackend
     from docling.datamodel.base_models import InputFormat
-    from docling.datamodel.pipeline_options import NativePdfPipelineOptions
-    from docling.document_converter import DocumentConverter, PdfFormatOption
-    from docling.pipeline.native_pdf_pipeline import NativePdfPipeline
+    from docling.document_converter import DocumentConverter, ImageFormatOption, PdfFormatOption
 
-    timeout = options.document_timeout or None
-    if options.pdf_pipeline == "native":
-        pdf = PdfFormatOption(
-            pipeline_cls=NativePdfPipeline,
-            pipeline_options=NativePdfPipelineOptions(
-                generate_page_images=options.page_images,
-                generate_picture_images=False,
-                document_timeout=timeout,
-            ),
-        )
-    else:
+    from handlers.scan import ScanPdfPipeline, ScanPipelineOptions
+
+    if options.pdf_pipeline != "native":
         # The standard pipeline (layout, tables, OCR) needs torch and model weights; it is
         # loaded lazily on the first PDF, and a missing model fails that job, not the worker.
-        pdf = PdfFormatOption()
-    return DocumentConverter(format_options={InputFormat.PDF: pdf})
+        return DocumentConverter(format_options={InputFormat.PDF: PdfFormatOption()})
+    scan = ScanPipelineOptions(
+        generate_page_images=options.page_images,
+        generate_picture_images=False,
+        document_timeout=options.document_timeout or None,
+        ocr=options.ocr,
+        ocr_dpi=options.ocr_dpi,
+        ocr_language=options.ocr_language,
+        ocr_models=options.ocr_models,
+        ocr_threads=options.ocr_threads,
+    )
+    return DocumentConverter(
+        format_options={
+            InputFormat.PDF: PdfFormatOption(pipeline_cls=ScanPdfPipeline, pipeline_options=scan),
+            InputFormat.IMAGE: ImageFormatOption(
+                pipeline_cls=ScanPdfPipeline, pipeline_options=scan, backend=ImageDocumentBackend
+            ),
+        }
+    )
 
 
 def convert(
-    converter: DocumentConverter, source: Path, on_pages: Progress, max_pages: int = 0
+    converter: DocumentConverter,
+    source: Path,
+    on_pages: Progress,
+    max_pages: int = 0,
+    ocr: str = "auto",
 ) -> ConversionResult:
     """Convert `source`; a result that is not usable raises JobError."""
     from docling.datamodel.base_models import ConversionStatus, FailureCategory
     from docling.datamodel.progress import PageCompletedProgress
+
+    from handlers.scan import OcrUnavailable
 
     def forward(event: object) -> None:
         if isinstance(event, PageCompletedProgress):
@@ -74,6 +94,8 @@ def convert(
             progress_callback=forward,
             max_num_pages=max_pages or sys.maxsize,
         )
+    except OcrUnavailable as exc:
+        raise exc.error from None
     except Exception as exc:  # per-conversion boundary: docling backends raise anything
         error = classify(exc)
         if error.type == "models_missing" and source.suffix.lower() in IMAGE_SUFFIXES:
@@ -90,7 +112,8 @@ def convert(
             detail = "; ".join(error.error_message for error in result.errors)
             raise JobError("too_large", f"{detail} (jobs.max_pages).")
         raise JobError("corrupt", failure_sentence(result))
-    check_text_layer(result)
+    if ocr == "off":
+        check_text_layer(result)
     return result
 
 
@@ -103,16 +126,18 @@ def failure_sentence(result: ConversionResult) -> str:
 
 
 def check_text_layer(result: ConversionResult) -> None:
-    """A scanned PDF converts to image placeholders only: without OCR that output is empty."""
+    """With OCR off, a scan converts to image placeholders only: that output is empty."""
     from docling.datamodel.base_models import InputFormat
 
     document = result.document
-    if result.input.format == InputFormat.PDF and not document.texts and document.pictures:
-        raise JobError(
-            "ocr_required",
-            "This PDF has no text layer (scanned pages). "
-            + models_missing("Reading scanned pages").message,
-        )
+    if document.texts or result.input.format not in (InputFormat.PDF, InputFormat.IMAGE):
+        return
+    what = "image" if result.input.format == InputFormat.IMAGE else "PDF has no text layer"
+    raise JobError(
+        "ocr_required",
+        f'This {what} needs OCR to be read, and OCR is off (conversion.ocr = "off"). '
+        'Set conversion.ocr to "auto" to read it.',
+    )
 
 
 def is_partial(result: ConversionResult) -> bool:
@@ -125,6 +150,8 @@ def warnings_of(result: ConversionResult) -> list[str]:
     notes = [error.error_message for error in result.errors]
     if is_partial(result):
         notes.insert(0, "partial: some pages could not be converted or the time limit was hit")
+    if not result.document.texts:
+        notes.append("no text was found in this document")
     return notes
 
 

@@ -114,7 +114,11 @@ def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext) -> JobStatu
     try:
         check_entities(copy.path)
         result = conv.convert(
-            ctx.converter, copy.path, progress_writer(status, ctx), ctx.policy.max_pages
+            ctx.converter,
+            copy.path,
+            progress_writer(status, ctx),
+            ctx.policy.max_pages,
+            ctx.options.ocr,
         )
         check_cancel(status, ctx)
         status.outputs = write_outputs(
@@ -123,12 +127,18 @@ def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext) -> JobStatu
     except JobCancelled:
         return cancel(ctx.ledger, status)
     except Exception as exc:  # per-job boundary: whatever happens, the job ends recorded
-        error = classify(exc)
+        error = named_after_input(classify(exc), copy, status.source)
         return fail(ctx.ledger, status, error, ctx.policy, origin, time.monotonic() - started)
     status.input_format = result.input.format.value if result.input.format else None
     status.pages = len(result.document.pages)
     status.warnings, status.partial = conv.warnings_of(result), conv.is_partial(result)
     return complete(ctx.ledger, status, ctx.policy, origin, time.monotonic() - started)
+
+
+def named_after_input(error: JobError, copy: Snapshot, rel: str) -> JobError:
+    """Messages name the input, not the private copy that was converted."""
+    message = error.message.replace(str(copy.path), rel)
+    return JobError(error.type, message, error.retryable)
 
 
 def refuse(

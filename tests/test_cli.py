@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from handlers.source import job_id
 from tests.helpers import (
@@ -241,16 +242,22 @@ def test_doctor_and_convert(make_daemon, tmp_path) -> None:
 
     out = tmp_path / "tryout"
 
-    def convert(doc: str) -> subprocess.CompletedProcess[str]:
-        argv = ("convert", str(corpus(doc)), "-o", str(out))
+    def convert(source: Path) -> subprocess.CompletedProcess[str]:
+        argv = ("convert", str(source), "-o", str(out))
         return run_cli(daemon.config_file, *argv, timeout=120)
 
-    converted = convert("pdf/multi_page.pdf")
+    converted = convert(corpus("pdf/multi_page.pdf"))
     assert converted.returncode == 0, converted.stderr
     assert len((out / "multi_page.pdf.md").read_text()) == 9438
     assert json.loads((out / "multi_page.pdf.status.json").read_text())["state"] == "completed"
-    failed = convert("png/example_image_01.png")
-    assert failed.returncode == 1 and "models_missing" in failed.stderr
+    photo = convert(corpus("webp/webp-test.webp"))  # read by OCR
+    assert photo.returncode == 0 and "Docling bundles" in (out / "webp-test.webp.md").read_text()
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(corpus("pdf/multi_page.pdf").read_bytes()[:3000])
+    failed = convert(broken)
+    assert failed.returncode == 1 and "failed: corrupt" in failed.stderr, failed.stderr
+    answer = next(line for line in failed.stderr.splitlines() if line.startswith("failed: "))
+    assert "broken.pdf" in answer and "scratch" not in answer  # names the input, not its copy
 
 
 def test_index_is_rebuilt_from_the_sidecars(make_daemon) -> None:

@@ -33,11 +33,13 @@ from handlers.converter import ConversionOptions, build_converter, convert
 converter = build_converter(ConversionOptions())
 result = convert(converter, Path(sys.argv[1]), lambda done, total: None)
 assert len(result.document.pages) == 5
+photo = convert(converter, Path(sys.argv[2]), lambda done, total: None)  # read by OCR
+assert "Docling bundles PDF document" in photo.document.export_to_markdown()
 assert "torch" not in sys.modules
 print("ok")
 """
     )
-    done = run_python(code, str(corpus("pdf/multi_page.pdf")))
+    done = run_python(code, str(corpus("pdf/multi_page.pdf")), str(corpus("webp/webp-test.webp")))
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 
 

@@ -110,6 +110,36 @@ def import_check(what: str, modules: tuple[str, ...]) -> Check:
     return (True, f"{what} imports", "")
 
 
+def check_ocr(settings: Settings) -> list[Check]:
+    """OCR needs its engine and the model files for the configured language; nothing is
+    downloaded, so a missing file is reported here rather than found by the first scan."""
+    conversion = settings.conversion
+    if conversion.ocr == "off" or conversion.pdf_pipeline != "native":
+        return [(True, f"OCR is not used (conversion.ocr = {conversion.ocr!r})", "")]
+    from handlers.errors import JobError
+
+    try:
+        from handlers.ocr import (
+            DETECTION,
+            ORIENTATION,
+            OcrSettings,
+            bundled_models,
+            recognition_model,
+        )
+
+        language = OcrSettings(conversion.ocr_language, conversion.ocr_models)
+        model = recognition_model(language)
+        for name in (DETECTION, ORIENTATION):
+            if not (bundled_models() / name).is_file():
+                raise JobError("models_missing", f"the bundled model {name} is missing")
+    except ImportError as exc:
+        return [(False, f"OCR engine imports ({exc})", "reinstall: .venv/bin/pip install -e .")]
+    except JobError as exc:
+        fix = "install the model file, or set conversion.ocr_language to a bundled language"
+        return [(False, f"OCR for {conversion.ocr_language!r}: {exc.message}", fix)]
+    return [(True, f"OCR available (RapidOCR, {conversion.ocr_language!r}: {model.name})", "")]
+
+
 def check_processes(settings: Settings) -> list[Check]:
     results = []
     for role, command in (("watch", "watcher"), ("work", "workers")):
@@ -130,6 +160,7 @@ CHECKS: list[Callable[[Settings], list[Check]]] = [
     check_inotify,
     check_queue,
     check_backends,
+    check_ocr,
     check_processes,
 ]
 
@@ -142,8 +173,8 @@ def run_doctor(settings: Settings) -> int:
             print(f"{'ok' if ok else 'FAIL':<6}{what}" + ("" if ok else f"\n      -> {fix}"))
             problems += not ok
     torch = importlib.util.find_spec("torch") is not None
-    models = "models can be used" if torch else "need docling models (not installed)"
-    print(f"note  images and scanned PDFs: {models}")
+    models = "installed" if torch else "not installed (an optional extra)"
+    print(f"note  the standard PDF pipeline's models (PyTorch): {models}")
     print(
         f"\n{problems} problem{'s' if problems != 1 else ''} found"
         if problems

@@ -29,7 +29,7 @@ def convert_one(settings: Settings, file: Path, output_dir: Path) -> int:
     if source is None or not source.is_file():
         print(f"hotfolder: {file}: no such file", file=sys.stderr)
         return 1
-    options = settings.conversion.options()
+    options = settings.conversion.options(1)
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hotfolder-convert-") as private:
         context = JobContext(

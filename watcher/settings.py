@@ -77,6 +77,11 @@ class ConversionConfig(Section):
     page_images: bool = False
     document_timeout: float = Field(600.0, ge=0)
     progress_interval: float = Field(1.0, ge=0)
+    ocr: Literal["auto", "off", "force"] = "auto"
+    ocr_dpi: float = Field(144.0, ge=36, le=600)
+    ocr_language: str = "en"
+    ocr_models: str = ""
+    ocr_threads: int = Field(0, ge=0)
 
     @field_validator("to")
     @classmethod
@@ -86,13 +91,21 @@ class ConversionConfig(Section):
             raise ValueError(f"must be a non-empty list of {sorted(EXTENSIONS)}; got {value}")
         return value
 
-    def options(self) -> ConversionOptions:
+    def options(self, workers: int) -> ConversionOptions:
+        """What shapes a conversion; OCR threads, unless set, share the cores among
+        `workers` worker processes."""
+        cores = os.cpu_count() or 1
         return ConversionOptions(
             to=tuple(self.to),
             pdf_pipeline=self.pdf_pipeline,
             page_images=self.page_images,
             document_timeout=self.document_timeout,
             progress_interval=self.progress_interval,
+            ocr=self.ocr,
+            ocr_dpi=self.ocr_dpi,
+            ocr_language=self.ocr_language,
+            ocr_models=self.ocr_models,
+            ocr_threads=self.ocr_threads or max(1, cores // workers),
         )
 
 
@@ -253,6 +266,8 @@ def anchor_paths(settings: Settings, config_file: Path) -> Settings:
         **{key: (base / value).resolve() for key, value in paths.model_dump().items()}
     )
     settings.config_file = config_file.resolve()
+    if settings.conversion.ocr_models:
+        settings.conversion.ocr_models = str((base / settings.conversion.ocr_models).resolve())
     return settings
 
 

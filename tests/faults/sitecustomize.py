@@ -17,7 +17,7 @@ def install() -> None:
 
     real_convert = conv.convert
 
-    def convert(converter, source, on_pages, max_pages=0):  # type: ignore[no-untyped-def]
+    def convert(converter, source, *args, **kwargs):  # type: ignore[no-untyped-def]
         for kind, pattern, *arg in RULES:
             if not fnmatch.fnmatch(source.name, pattern):
                 continue
@@ -27,7 +27,7 @@ def install() -> None:
                 os.abort()  # SIGABRT, as a crashing native library would
             elif kind == "slow":
                 time.sleep(float(arg[0]))
-        return real_convert(converter, source, on_pages, max_pages)
+        return real_convert(converter, source, *args, **kwargs)
 
     conv.convert = convert
 

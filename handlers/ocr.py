@@ -1,0 +1,187 @@
+"""Text from a page image, offline: RapidOCR on onnxruntime with the models bundled in its
+wheel (or, for a language they do not read, a model file an operator put in a folder).
+Nothing is ever downloaded. A page scanned sideways or upside down is turned upright
+before its lines are put in reading order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from handlers.errors import JobError
+from handlers.layout import Box, Line, Paragraph, paragraphs
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+DETECTION = "PP-OCRv6_det_small.onnx"
+RECOGNITION = "PP-OCRv6_rec_small.onnx"  # Latin-script languages, Chinese, Japanese
+ORIENTATION = "ch_ppocr_mobile_v2.0_cls_mobile.onnx"  # is a text line upside down?
+AGREEMENT = 0.5  # share of the text (by length) that must agree on a page's orientation
+
+
+@dataclass(frozen=True)
+class OcrSettings:
+    language: str = "en"
+    models_dir: str = ""  # where model files for other languages are looked for
+    threads: int = 1  # onnxruntime threads of one worker
+
+
+class OcrEngine:
+    """One RapidOCR per worker process, created on the first page that needs it."""
+
+    def __init__(self, settings: OcrSettings) -> None:
+        self.settings = settings
+        self._reader: Any = None
+
+    def reader(self) -> Any:
+        if self._reader is None:
+            from rapidocr import RapidOCR
+
+            bundled = bundled_models()
+            self._reader = RapidOCR(
+                params={
+                    "Det.model_path": str(bundled / DETECTION),
+                    "Cls.model_path": str(bundled / ORIENTATION),
+                    "Rec.model_path": str(recognition_model(self.settings)),
+                    "Global.log_level": "warning",
+                    "EngineConfig.onnxruntime.intra_op_num_threads": self.settings.threads,
+                    "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+                }
+            )
+        return self._reader
+
+    def read(self, image: Image.Image) -> list[Paragraph]:
+        """The paragraphs of `image` in reading order, boxed in its own pixels."""
+        import numpy as np
+
+        pixels = np.asarray(image.convert("RGB"))
+        turns, lines = self.first_pass(pixels)
+        if turns:
+            upright = np.ascontiguousarray(np.rot90(pixels, k=turns))
+            lines = lines_of(self.reader()(upright))
+        height, width = pixels.shape[:2]
+        return [Paragraph(p.text, unturn(p.box, turns, width, height)) for p in paragraphs(lines)]
+
+    def first_pass(self, pixels: np.ndarray) -> tuple[int, list[Line]]:
+        """Detect lines and their orientation. An upright page is recognised at once; for
+        any other, the quarter turns (counterclockwise) that make it upright."""
+        from rapidocr.main import RapidOCRError
+
+        reader = self.reader()
+        prepared, record = reader.preprocess_img(pixels)
+        try:
+            crops, detected = reader.detect_and_crop(prepared, record)
+        except RapidOCRError:  # no text on the page
+            return 0, []
+        crops_upright, orientation = reader.cls_and_rotate(crops)
+        turns = page_turns(detected.boxes, [label for label, _ in orientation.cls_res])
+        if turns:
+            return turns, []
+        recognised = reader.recognize_txt(crops_upright)
+        output = reader.build_final_output(pixels, detected, orientation, recognised, crops, record)
+        return 0, lines_of(output)
+
+
+def page_turns(boxes: np.ndarray, labels: list[str]) -> int:
+    """How the page lies, from its lines: wide lines read upright or upside down (the
+    classifier's "180"); tall lines are turned a quarter before classification, so "0"
+    means the page lies turned clockwise and "180" counterclockwise."""
+    votes = [0.0, 0.0, 0.0, 0.0]  # text length per needed turn: 0, 1, 2, 3 (counterclockwise)
+    for box, label in zip(boxes, labels, strict=True):
+        width = float(box[:, 0].max() - box[:, 0].min())
+        height = float(box[:, 1].max() - box[:, 1].min())
+        flipped = label == "180"
+        if height > width:
+            votes[3 if flipped else 1] += height
+        else:
+            votes[2 if flipped else 0] += width
+    best = max(range(4), key=votes.__getitem__)
+    return best if votes[best] > AGREEMENT * sum(votes) else 0
+
+
+def lines_of(output: Any) -> list[Line]:
+    if output.boxes is None or output.txts is None:
+        return []
+    return [
+        Line(
+            text,
+            (
+                float(b[:, 0].min()),
+                float(b[:, 1].min()),
+                float(b[:, 0].max()),
+                float(b[:, 1].max()),
+            ),
+        )
+        for b, text in zip(output.boxes, output.txts, strict=True)
+    ]
+
+
+def unturn(box: Box, turns: int, width: int, height: int) -> Box:
+    """A box found on the image turned `turns` quarters counterclockwise, in the pixels of
+    the image as it was (`width` x `height`)."""
+    left, top, right, bottom = box
+    if turns == 1:
+        return (width - bottom, left, width - top, right)
+    if turns == 2:
+        return (width - right, height - bottom, width - left, height - top)
+    if turns == 3:
+        return (top, height - right, bottom, height - left)
+    return box
+
+
+def bundled_models() -> Path:
+    import rapidocr
+
+    return Path(rapidocr.__file__).parent / "models"
+
+
+def bundled_languages() -> list[str]:
+    from rapidocr.utils.model_resolver import list_supported_langs
+    from rapidocr.utils.typings import OCRVersion, TaskType
+
+    return list_supported_langs(TaskType.REC, OCRVersion.PPOCRV6)
+
+
+def recognition_model(settings: OcrSettings) -> Path:
+    """The recognition model for `settings.language`: the bundled one if it reads that
+    language, else a model file in `settings.models_dir`; missing, it is a clear failure."""
+    language = settings.language.strip().lower()
+    if language in bundled_languages():
+        return bundled_models() / RECOGNITION
+    name, url = other_model(language)
+    folder = Path(settings.models_dir) if settings.models_dir else None
+    if folder is not None and (folder / name).is_file():
+        return folder / name
+    raise JobError(
+        "models_missing",
+        f"OCR in {language!r} needs the recognition model {name}, which is not bundled. "
+        f"Download it from {url} into a folder and set conversion.ocr_models to that folder"
+        + (f" (now {folder}, where it is not)." if folder else "."),
+    )
+
+
+def other_model(language: str) -> tuple[str, str]:
+    """File name and address of RapidOCR's recognition model for `language`."""
+    import yaml
+    from rapidocr.inference_engine.base import MODEL_URL_PATH
+    from rapidocr.utils.model_resolver import route_to_model_key
+    from rapidocr.utils.typings import ModelType, OCRVersion, TaskType
+
+    urls = yaml.safe_load(MODEL_URL_PATH.read_text(encoding="utf-8"))["onnxruntime"]
+    for version in (OCRVersion.PPOCRV5, OCRVersion.PPOCRV4):
+        try:
+            key = route_to_model_key(TaskType.REC, version, language, ModelType.MOBILE)
+        except ValueError:
+            continue
+        if key:
+            url = urls[version.value]["rec"][key]["model_dir"]
+            return url.rsplit("/", 1)[-1], url
+    raise JobError(
+        "models_missing",
+        f"RapidOCR has no recognition model for language {language!r} "
+        "(conversion.ocr_language). Use a PP-OCR language code such as en, de, fr, ch, "
+        "japan, korean, eslav, cyrillic, arabic or devanagari.",
+    )

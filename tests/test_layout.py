@@ -1,0 +1,62 @@
+"""Reading order of OCR'd lines, on synthetic pages whose right answer is known."""
+
+from __future__ import annotations
+
+from handlers.layout import Line, paragraphs
+
+HEIGHT = 12  # a line's height, in pixels
+LEADING = 16  # from one line's top to the next one's
+
+
+def column(left: float, right: float, top: float, texts: list[str]) -> list[Line]:
+    return [
+        Line(text, (left, top + n * LEADING, right, top + n * LEADING + HEIGHT))
+        for n, text in enumerate(texts)
+    ]
+
+
+def test_two_columns_under_a_title_read_column_by_column() -> None:
+    title = [Line("Title across both columns", (50, 10, 550, 30))]
+    left = column(50, 280, 60, ["left one", "left two", "left three", "left four"])
+    left += column(50, 280, 60 + 5 * LEADING + 20, ["left new paragraph", "left end"])
+    right = column(320, 550, 60, ["right one", "right two", "right three", "right four"])
+    footer = [Line("Footer across the page", (50, 300, 550, 312))]
+    # OCR reports lines in no useful order; the result must not depend on it.
+    found = paragraphs(list(reversed(title + right + footer + left)))
+    assert [p.text for p in found] == [
+        "Title across both columns",
+        "left one left two left three left four",
+        "left new paragraph left end",
+        "right one right two right three right four",
+        "Footer across the page",
+    ]
+    assert found[1].box == (50, 60, 280, 60 + 3 * LEADING + HEIGHT)
+
+
+def test_pieces_of_one_line_are_joined_and_a_ragged_column_stays_one_column() -> None:
+    lines = [
+        Line("The first", (50, 60, 110, 72)),
+        Line("line of text", (118, 60, 200, 72)),  # a wide space: OCR split the line
+        Line("a short one", (50, 76, 120, 88)),
+        Line("and a long line that runs to the margin", (50, 92, 400, 104)),
+        Line("short", (50, 108, 90, 120)),
+        Line("again a long line to the margin", (50, 124, 400, 136)),
+        Line("end", (50, 140, 80, 152)),
+    ]
+    found = paragraphs(lines)
+    assert [p.text for p in found] == [
+        "The first line of text a short one and a long line that runs to the margin "
+        "short again a long line to the margin end"
+    ]
+
+
+def test_a_different_size_or_a_wide_gap_starts_a_new_paragraph() -> None:
+    heading = [Line("A Heading", (50, 20, 300, 44))]  # twice the height of body text
+    body = column(50, 400, 50, ["body line one", "body line two"])
+    after_gap = column(50, 400, 50 + 2 * LEADING + 30, ["next paragraph"])
+    found = paragraphs(heading + body + after_gap)
+    assert [p.text for p in found] == [
+        "A Heading",
+        "body line one body line two",
+        "next paragraph",
+    ]
