@@ -120,6 +120,11 @@ class JobIndex:
                 "delete from jobs where source_key = ?", [(source_key(s),) for s in sources]
             )
 
+    def counts(self) -> dict[str, int]:
+        """Jobs by state."""
+        with self.connect() as db:
+            return dict(db.execute("select state, count(*) from jobs group by state"))
+
     def updated(self) -> dict[bytes, str]:
         """source_key -> updated_at of every indexed job."""
         with self.connect() as db:

@@ -7,6 +7,7 @@ import signal
 import structlog
 from huey.consumer import Consumer
 
+from watcher.notify import Notifier
 from watcher.orphans import die_with_parent
 from watcher.queue import build_queue
 from watcher.recovery import WorkerGuard
@@ -40,7 +41,9 @@ def run_work(settings: Settings) -> int:
     # systemd sends) must be graceful too; `KillMode=mixed` keeps it away from the workers.
     consumer._signal_actions[signal.SIGTERM] = (False, True)
     bind_children(consumer)
-    guard = WorkerGuard(settings, queue, consumer)
+    notifier = Notifier()
+    announce_stop(consumer, notifier)
+    guard = WorkerGuard(settings, queue, consumer, notifier)
     guard.install()
     guard.recover_stale()
     log.info("work.started", workers=settings.worker_count, queue=queue.depth())
@@ -63,3 +66,15 @@ def bind_children(consumer: Consumer) -> None:
         init_child(process)
 
     consumer.environment.init_child = init_bound_child  # type: ignore[method-assign]
+
+
+def announce_stop(consumer: Consumer, notifier: Notifier) -> None:
+    """STOPPING=1 as soon as huey begins to stop (its graceful wait for running jobs can take
+    workers.shutdown_timeout), not once it is done."""
+    stop = consumer.stop
+
+    def stopping(graceful: bool = False) -> None:
+        notifier.stopping()
+        stop(graceful)
+
+    consumer.stop = stopping  # type: ignore[method-assign]

@@ -57,10 +57,22 @@ class SettleTracker:
         self.inbox: queue.SimpleQueue[tuple[Path, frozenset[str] | None]] = queue.SimpleQueue()
         self.tracked: dict[Path, Tracked] = {}
         self.tick = min(max(settle_seconds / 4, 0.05), 0.25)
+        self.lock = threading.Lock()
+        self.notified = 0  # paths put in the inbox
+        self.handled = 0  # paths taken out and expanded (the inbox is first in, first out)
 
     def notify(self, path: Path, queued: frozenset[str] | None = None) -> None:
         """Thread-safe and cheap: called from the observer thread."""
-        self.inbox.put((path, queued))
+        with self.lock:
+            self.notified += 1
+            self.inbox.put((path, queued))
+
+    def wait_drained(self, stop: threading.Event) -> None:
+        """Until every path notified so far is expanded (later ones are not waited for)."""
+        with self.lock:
+            target = self.notified
+        while self.handled < target and not stop.wait(self.tick):
+            pass
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self.tick):
@@ -74,6 +86,7 @@ class SettleTracker:
             except queue.Empty:
                 return
             self.expand(path, queued)
+            self.handled += 1
 
     def expand(self, path: Path, queued: frozenset[str] | None) -> None:
         """Track a file, or every file under a folder. Links are never followed, and a path

@@ -19,6 +19,7 @@ from handlers.sidecar import TERMINAL, now_iso
 from handlers.source import copy_owners, discard_copies
 from watcher import inflight
 from watcher.heartbeat import Heartbeat, pid_exists
+from watcher.notify import Notifier
 from watcher.queue import Queue
 from watcher.settings import Settings, job_policy, open_ledger
 
@@ -62,10 +63,13 @@ class WorkerGuard:
     `jobs.hard_timeout` or whose memory passes `workers.max_memory_mb`, and recovers the job
     of every worker that died (huey replaces the process, not the job)."""
 
-    def __init__(self, settings: Settings, queue: Queue, consumer: Consumer) -> None:
+    def __init__(
+        self, settings: Settings, queue: Queue, consumer: Consumer, notifier: Notifier
+    ) -> None:
         self.settings = settings
         self.queue = queue
         self.consumer = consumer
+        self.notifier = notifier
         self.killed: dict[int, str] = {}  # pid -> why it was killed
         self.heartbeat = Heartbeat(settings.state_dir, "work")
         self.ledger = open_ledger(settings)
@@ -85,8 +89,13 @@ class WorkerGuard:
         self.consumer.check_worker_health = guarded  # type: ignore[method-assign]
 
     def beat(self) -> None:
+        """Liveness, for `hotfolder status` and for systemd (READY once the workers run,
+        then STATUS lines and watchdog keep-alives from this, the consumer's main loop)."""
         pids = [proc.pid for _, proc in self.consumer.worker_threads if proc.is_alive()]
         self.heartbeat.beat(workers=pids, configured=len(self.consumer.worker_threads))
+        self.notifier.alive()
+        if self.ledger.index is not None:
+            self.notifier.report(self.ledger.index.counts)
 
     def recover_stale(self) -> None:
         """Entries and private copies left by workers of an earlier consumer that was killed."""

@@ -28,8 +28,8 @@ def age_of(stamp: str | None) -> float | None:
 
 def collect(settings: Settings) -> dict[str, object]:
     index = open_index(settings)
+    counts = index.counts()
     with index.connect() as db:
-        counts = dict(db.execute("select state, count(*) from jobs group by state"))
         finished = db.execute(
             "select count(*) from jobs where finished_at >= ? and state = 'completed'",
             (now_iso(-RATE_WINDOW_MIN * 60),),

@@ -13,10 +13,11 @@ from watcher.control import FINISHED, purge
 from watcher.heartbeat import Heartbeat
 from watcher.ignore import IgnoreRules
 from watcher.intake import Intake
+from watcher.notify import Notifier
 from watcher.observer import Handoff, SettleTracker, start_observer
 from watcher.queue import Queue, build_queue
 from watcher.recovery import sweep
-from watcher.settings import Settings, open_ledger
+from watcher.settings import Settings, open_index, open_ledger
 from watcher.skips import Skips
 
 log = structlog.get_logger("hotfolder.watch")
@@ -40,9 +41,10 @@ def run_watch(settings: Settings) -> int:
     tracker_thread = threading.Thread(target=tracker.run, args=(stop,), name="settle", daemon=True)
     tracker_thread.start()
     observer = start_observer(settings.watch, settings.input_dir, Handoff(tracker, rules))
+    scanned = threading.Event()  # set once the start-up scan and sweep are done
     reconciler = threading.Thread(
         target=reconcile_forever,
-        args=(settings, queue, tracker, stop),
+        args=(settings, queue, tracker, stop, scanned),
         name="reconcile",
         daemon=True,
     )
@@ -50,14 +52,20 @@ def run_watch(settings: Settings) -> int:
     log.info("watch.started", input=str(settings.input_dir), observer=type(observer).__name__)
     threads = {"observer": observer, "settle": tracker_thread, "reconcile": reconciler}
     heartbeat = Heartbeat(settings.state_dir, "watch")
+    notifier = Notifier()
+    index = open_index(settings)
     try:
         while not stop.wait(0.5):
             heartbeat.beat(observer=type(observer).__name__, tracked=len(tracker.tracked))
             dead = [name for name, thread in threads.items() if not thread.is_alive()]
-            if dead:
+            if dead and not stop.is_set():  # threads end on their own once a stop is asked
                 log.error("watch.thread_died", thread=dead[0])
                 return 1
+            notifier.alive()
+            if scanned.is_set():  # READY only once the start-up scan is done
+                notifier.report(index.counts)
     finally:
+        notifier.stopping()
         stop.set()
         observer.stop()
         for thread in threads.values():
@@ -68,14 +76,20 @@ def run_watch(settings: Settings) -> int:
 
 
 def reconcile_forever(
-    settings: Settings, queue: Queue, tracker: SettleTracker, stop: threading.Event
+    settings: Settings,
+    queue: Queue,
+    tracker: SettleTracker,
+    stop: threading.Event,
+    scanned: threading.Event,
 ) -> None:
     """At start and every `jobs.reconcile_interval`: rescan the input tree (through the
     settle check, since a file may be mid-copy) and sweep the unfinished sidecars."""
     while not stop.is_set():
         started = time.monotonic()
         tracker.notify(settings.input_dir, frozenset(queue.queued_sources()))
+        tracker.wait_drained(stop)
         sweep(settings, queue)
+        scanned.set()
         if settings.jobs.retention_days:
             forgotten, _ = purge(
                 settings, settings.jobs.retention_days * 86400, FINISHED, False, False

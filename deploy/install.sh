@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Install hotfolder as a systemd service, or remove it. Idempotent: run it again after an
+# upgrade, or after editing the config's [paths] (the units' writable folders follow them).
+#
+#   sudo deploy/install.sh                       install (or update) and start hotfolder.target
+#   sudo deploy/install.sh uninstall             stop and remove it; config and data stay
+#   sudo deploy/install.sh uninstall --purge     ... and the config, the data and the user
+#
+# Settings, from the environment (defaults in brackets):
+#   PREFIX [/opt/hotfolder]      the virtualenv (PREFIX/venv) and a copy of the README
+#   CONFIG_DIR [/etc/hotfolder]  config.toml, written once and never overwritten
+#   DATA_DIR [/var/lib/hotfolder]  input, output, state, archive and quarantine folders
+#   SERVICE_USER [hotfolder]     the unprivileged user the services run as
+#   UNIT_DIR [/etc/systemd/system]
+#   PYTHON [python3]             a Python >= 3.11 with venv
+#   DESTDIR []                   a staging root: everything is written below it, and no user
+#                                is created, nothing is chowned, systemctl is not run
+set -euo pipefail
+
+SOURCE=$(cd "$(dirname "$0")/.." && pwd)
+PREFIX=${PREFIX:-/opt/hotfolder}
+CONFIG_DIR=${CONFIG_DIR:-/etc/hotfolder}
+DATA_DIR=${DATA_DIR:-/var/lib/hotfolder}
+SERVICE_USER=${SERVICE_USER:-hotfolder}
+UNIT_DIR=${UNIT_DIR:-/etc/systemd/system}
+PYTHON=${PYTHON:-python3}
+ROOT=${DESTDIR:-}
+UNITS=(hotfolder-watch.service hotfolder-work.service hotfolder.target)
+FOLDERS=(input output state archive quarantine)
+
+say() { printf 'hotfolder-install: %s\n' "$*"; }
+staging() { [[ -n "$ROOT" ]]; }
+
+install_user() {
+    staging && return 0
+    id -u "$SERVICE_USER" >/dev/null 2>&1 && return 0
+    useradd --system --user-group --home-dir "$DATA_DIR" --no-create-home \
+        --shell /usr/sbin/nologin "$SERVICE_USER"
+    say "created user $SERVICE_USER"
+}
+
+install_folders() {
+    local folder
+    for folder in "${FOLDERS[@]}"; do
+        mkdir -p "$ROOT$DATA_DIR/$folder"
+        # Group-writable and setgid: people (or an SMB share) in the group can drop files.
+        chmod 2770 "$ROOT$DATA_DIR/$folder"
+        staging || chown "$SERVICE_USER:$SERVICE_USER" "$ROOT$DATA_DIR/$folder"
+    done
+}
+
+source_stamp() {
+    # What the virtualenv was built from; an unchanged source is not installed again.
+    (cd "$SOURCE" && find pyproject.toml README.md watcher handlers -type f \
+        \( -name '*.py' -o -name '*.toml' -o -name '*.md' \) -print0 |
+        sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+}
+
+install_venv() {
+    local venv=$ROOT$PREFIX/venv stamp
+    stamp=$(source_stamp)
+    mkdir -p "$ROOT$PREFIX"
+    install -m 0644 "$SOURCE/README.md" "$ROOT$PREFIX/README.md"
+    if [[ -f $venv/.hotfolder-source && $(cat "$venv/.hotfolder-source") == "$stamp" ]]; then
+        return 0
+    fi
+    "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "hotfolder needs Python >= 3.11"'
+    [[ -x $venv/bin/python ]] || "$PYTHON" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --upgrade pip 2>&1 | { grep -v '^WARNING: Location' || true; }
+    "$venv/bin/python" -m pip install --quiet "$SOURCE" 2>&1 | { grep -v '^WARNING: Location' || true; }
+    echo "$stamp" >"$venv/.hotfolder-source"
+    say "installed hotfolder into $PREFIX/venv"
+}
+
+install_config() {
+    local config=$ROOT$CONFIG_DIR/config.toml folder
+    [[ -f $config ]] && return 0
+    mkdir -p "$ROOT$CONFIG_DIR"
+    local script=()
+    for folder in "${FOLDERS[@]}"; do
+        script+=(-e "s|^$folder = \"$folder\"|$folder = \"$DATA_DIR/$folder\"|")
+    done
+    sed "${script[@]}" "$SOURCE/config.toml" >"$config"
+    chmod 0644 "$config"
+    say "wrote $CONFIG_DIR/config.toml (edit it, then run this script again)"
+}
+
+configured_folders() {
+    # The folders the config names, as the service will use them (one per line).
+    "$ROOT$PREFIX/venv/bin/python" - "$ROOT$CONFIG_DIR/config.toml" <<'EOF'
+import sys
+from pathlib import Path
+
+from watcher.settings import ConfigError, load_settings
+
+try:
+    paths = load_settings(Path(sys.argv[1])).paths
+except ConfigError as exc:
+    sys.exit(f"hotfolder-install: {exc}")
+for path in (paths.input, paths.output, paths.state, paths.archive, paths.quarantine):
+    print(path)
+EOF
+}
+
+memory_max() {
+    # For the workers' unit: 80% of the machine's RAM, in MiB.
+    awk '/^MemTotal:/ { printf "%dM\n", $2 * 0.8 / 1024 }' /proc/meminfo
+}
+
+install_units() {
+    local folders state unit read_write
+    mapfile -t folders < <(configured_folders)
+    state=${folders[2]}
+    read_write=${folders[*]}
+    mkdir -p "$ROOT$UNIT_DIR"
+    for unit in "${UNITS[@]}"; do
+        sed -e "s|@PREFIX@|$PREFIX|g" -e "s|@CONFIG@|$CONFIG_DIR/config.toml|g" \
+            -e "s|@USER@|$SERVICE_USER|g" -e "s|@STATE@|$state|g" \
+            -e "s|@READ_WRITE@|$read_write|g" -e "s|@MEMORY_MAX@|$(memory_max)|g" \
+            "$SOURCE/deploy/$unit" >"$ROOT$UNIT_DIR/$unit.new"
+        chmod 0644 "$ROOT$UNIT_DIR/$unit.new"
+        mv "$ROOT$UNIT_DIR/$unit.new" "$ROOT$UNIT_DIR/$unit"
+    done
+    # Folders configured outside DATA_DIR must exist for the units' ReadWritePaths=.
+    for folder in "${folders[@]}"; do
+        mkdir -p "$ROOT$folder"
+        staging || chown "$SERVICE_USER:$SERVICE_USER" "$ROOT$folder"
+    done
+}
+
+start_units() {
+    staging && return 0
+    systemctl daemon-reload
+    systemctl enable hotfolder.target hotfolder-watch.service hotfolder-work.service
+    # A restart picks up new code and units; a first start just starts.
+    systemctl restart hotfolder.target hotfolder-watch.service hotfolder-work.service
+    say "started hotfolder.target (systemctl status hotfolder-watch hotfolder-work)"
+}
+
+install_all() {
+    install_user
+    install_folders
+    install_venv
+    install_config
+    install_units
+    start_units
+}
+
+uninstall_all() {
+    local purge=${1:-} unit
+    if ! staging; then
+        systemctl disable --now hotfolder.target hotfolder-watch.service \
+            hotfolder-work.service 2>/dev/null || true
+    fi
+    for unit in "${UNITS[@]}"; do
+        rm -f "$ROOT$UNIT_DIR/$unit"
+    done
+    staging || systemctl daemon-reload
+    rm -rf "${ROOT:?}$PREFIX"
+    say "removed the units and $PREFIX"
+    if [[ $purge == --purge ]]; then
+        rm -rf "${ROOT:?}$DATA_DIR" "${ROOT:?}$CONFIG_DIR"
+        staging || userdel "$SERVICE_USER" 2>/dev/null || true
+        say "removed $DATA_DIR, $CONFIG_DIR and the user $SERVICE_USER"
+    else
+        say "kept $CONFIG_DIR and $DATA_DIR (uninstall --purge removes them)"
+    fi
+}
+
+case ${1:-install} in
+install) install_all ;;
+uninstall) uninstall_all "${2:-}" ;;
+*)
+    echo "usage: $0 [install | uninstall [--purge]]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,193 @@
+"""The systemd service: the installer into a staging root, the installed units checked by
+systemd's own tools, and the notify protocol spoken to a real datagram socket."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from tests.helpers import REPO, corpus, drop, wait_for
+
+UNIT_DIR = Path("etc/systemd/system")
+SERVICES = ("hotfolder-watch.service", "hotfolder-work.service")
+MAX_EXPOSURE = 2.0
+
+
+def install(stage: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(REPO / "deploy" / "install.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "DESTDIR": str(stage)},
+    )
+
+
+def tree(root: Path) -> dict[str, tuple[int, str]]:
+    """Every entry below `root`: its mode, and its content's hash or link target."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        if path.is_symlink():
+            what = "-> " + os.readlink(path)
+        elif path.is_file():
+            what = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            what = "dir"
+        found[path.relative_to(root).as_posix()] = (info.st_mode, what)
+    return found
+
+
+def add_systemd_units(stage: Path) -> Path:
+    """The staging root, with systemd's own units copied in, for `verify --root` (which
+    resolves the units' dependencies and the ExecStart= binary inside that root)."""
+    shutil.copytree("/usr/lib/systemd/system", stage / "usr/lib/systemd/system", symlinks=True)
+    return stage
+
+
+def test_installer_stages_the_same_tree_twice_with_units_systemd_accepts(tmp_path) -> None:
+    stage = tmp_path / "stage"
+    first = install(stage)
+    assert first.returncode == 0, first.stderr
+    before = tree(stage)
+    second = install(stage)
+    assert second.returncode == 0, second.stderr
+    assert tree(stage) == before  # idempotent: nothing changed, nothing added
+    config = (stage / "etc/hotfolder/config.toml").read_text()
+    assert 'input = "/var/lib/hotfolder/input"' in config
+    work = (stage / UNIT_DIR / "hotfolder-work.service").read_text()
+    folders = " ".join(
+        f"/var/lib/hotfolder/{f}" for f in ("input", "output", "state", "archive", "quarantine")
+    )
+    assert f"ReadWritePaths={folders}\n" in work and not re.search(r"@[A-Z_]+@", work)
+    assert (
+        "ExecStart=/opt/hotfolder/venv/bin/hotfolder --config /etc/hotfolder/config.toml work"
+        in work
+    )
+    assert (stage / "opt/hotfolder/venv/bin/hotfolder").is_file()
+
+    root = add_systemd_units(stage)  # after the comparison: it changes the tree
+    for unit in (*SERVICES, "hotfolder.target"):
+        checked = subprocess.run(
+            ["systemd-analyze", "verify", f"--root={root}", str(root / UNIT_DIR / unit)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        # verify exits 0 on unknown keys and bad values; its warnings are the findings.
+        assert checked.returncode == 0 and not checked.stderr.strip(), (unit, checked.stderr)
+    for unit in SERVICES:
+        rated = subprocess.run(
+            [
+                "systemd-analyze",
+                "security",
+                "--offline=yes",
+                f"--root={root}",
+                str(root / UNIT_DIR / unit),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        score = re.search(r"Overall exposure level for \S+: ([\d.]+)", rated.stdout)
+        assert score and float(score.group(1)) <= MAX_EXPOSURE, (unit, rated.stdout[-500:])
+
+    kept = install(stage, "uninstall")
+    assert kept.returncode == 0, kept.stderr
+    assert not (stage / "opt/hotfolder").exists() and not (stage / UNIT_DIR / SERVICES[0]).exists()
+    assert (stage / "etc/hotfolder/config.toml").exists() and (
+        stage / "var/lib/hotfolder/input"
+    ).is_dir()
+    purged = install(stage, "uninstall", "--purge")
+    assert purged.returncode == 0 and not (stage / "var/lib/hotfolder").exists()
+    assert not (stage / "etc/hotfolder").exists()
+
+
+class NotifySocket:
+    """systemd's side of the protocol: a datagram socket that records every message."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.bind(str(path))
+        self.socket.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self.listen, daemon=True)
+        self.thread.start()
+
+    def listen(self) -> None:
+        while not self.closed.is_set():
+            try:
+                data = self.socket.recv(4096)
+            except TimeoutError:
+                continue
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def fields(self, name: str) -> list[tuple[float, str]]:
+        return [
+            (at, line.split("=", 1)[1])
+            for at, message in self.messages
+            for line in message.splitlines()
+            if line.startswith(f"{name}=")
+        ]
+
+    def close(self) -> None:
+        self.closed.set()
+        self.thread.join(5)
+        self.socket.close()
+
+
+def test_the_notify_protocol_against_a_real_socket(make_daemon, tmp_path) -> None:
+    first = make_daemon("run")
+    drop(corpus("csv/csv-comma.csv"), first.input / "done.csv")
+    assert first.wait_terminal("done.csv")["state"] == "completed"
+    assert first.stop() == 0
+
+    sockets = {}
+    for command in ("watch", "work"):
+        sockets[command] = NotifySocket(tmp_path / f"{command}.sock")
+        env = {"NOTIFY_SOCKET": str(sockets[command].path), "WATCHDOG_USEC": "1000000"}
+        daemon = make_daemon(command, root=tmp_path, env=env)
+        listening = sockets[command]
+        ready = wait_for(lambda s=listening: s.fields("READY"), 60, f"{command} READY")
+        assert ready[0][1] == "1"
+        statuses = [text for _, text in listening.fields("STATUS")]
+        assert "completed" in statuses[0], statuses  # sent with READY: the jobs by state
+        if command == "watch":
+            assert statuses[0] == "1 completed", statuses  # as found by the start-up scan
+            assert daemon.events("watch.started")
+            watch = daemon
+            # Kept current: a new file shows up as pending (no workers are running yet).
+            drop(corpus("csv/csv-tab.csv"), watch.input / "new.csv")
+            wait_for(
+                lambda s=listening: any("1 pending" in t for _, t in s.fields("STATUS")),
+                30,
+                "STATUS",
+            )
+        else:
+            work = daemon
+            assert watch.wait_terminal("new.csv")["state"] == "completed"
+            wait_for(
+                lambda s=listening: any(t.startswith("2 completed") for _, t in s.fields("STATUS")),
+                30,
+                "STATUS with both jobs completed",
+            )
+        pings = wait_for(
+            lambda s=listening: len(p := s.fields("WATCHDOG")) >= 3 and p, 15, f"{command} pings"
+        )
+        gaps = [later[0] - earlier[0] for earlier, later in zip(pings, pings[1:], strict=False)]
+        assert all(0.4 <= gap <= 2.0 for gap in gaps), gaps  # half of WATCHDOG_USEC
+
+    for command, daemon in (("work", work), ("watch", watch)):
+        assert daemon.stop(signal.SIGTERM) == 0
+        assert "1" in [v for _, v in sockets[command].fields("STOPPING")], command
+        sockets[command].close()
