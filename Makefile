@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # pip's notes about absent local mirrors are noise, not errors.
 QUIET_PIP := { grep -v '^WARNING: Location' || true; }
 
-.PHONY: install run test bench clean
+.PHONY: install run test test-systemd bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "hotfolder needs Python >= 3.11"'
@@ -23,6 +23,13 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# hotfolder installed and run under a real systemd, in a Debian root booted with
+# systemd-nspawn (needs root; installs debootstrap and systemd-container if missing).
+test-systemd: install
+	command -v systemd-nspawn >/dev/null && command -v debootstrap >/dev/null || \
+		apt-get install -y -q systemd-container debootstrap >/dev/null
+	$(BIN)/python -m pytest -m systemd --timeout 3600 -s tests/systemd
 
 bench: install
 	$(BIN)/python tests/bench/bench_cli.py
