@@ -99,6 +99,7 @@ except ConfigError as exc:
     sys.exit(f"hotfolder-install: {exc}")
 for path in (paths.input, paths.output, paths.state, paths.archive, paths.quarantine):
     print(path)
+print(load_settings(Path(sys.argv[1])).queue.backend)
 EOF
 }
 
@@ -108,8 +109,10 @@ memory_max() {
 }
 
 install_units() {
-    local folders state unit read_write
+    local folders state unit read_write backend
     mapfile -t folders < <(configured_folders)
+    backend=${folders[5]}
+    unset 'folders[5]'
     state=${folders[2]}
     read_write=${folders[*]}
     mkdir -p "$ROOT$UNIT_DIR"
@@ -120,6 +123,16 @@ install_units() {
             "$SOURCE/deploy/$unit" >"$ROOT$UNIT_DIR/$unit.new"
         chmod 0644 "$ROOT$UNIT_DIR/$unit.new"
         mv "$ROOT$UNIT_DIR/$unit.new" "$ROOT$UNIT_DIR/$unit"
+    done
+    # The Redis queue needs the network; the SQLite one does not.
+    for unit in hotfolder-watch.service hotfolder-work.service; do
+        if [[ $backend == redis ]]; then
+            mkdir -p "$ROOT$UNIT_DIR/$unit.d"
+            install -m 0644 "$SOURCE/deploy/hotfolder-redis.conf" "$ROOT$UNIT_DIR/$unit.d/redis.conf"
+        else
+            rm -f "$ROOT$UNIT_DIR/$unit.d/redis.conf"
+            rmdir "$ROOT$UNIT_DIR/$unit.d" 2>/dev/null || true
+        fi
     done
     # Folders configured outside DATA_DIR must exist for the units' ReadWritePaths=.
     for folder in "${folders[@]}"; do
@@ -154,6 +167,7 @@ uninstall_all() {
     fi
     for unit in "${UNITS[@]}"; do
         rm -f "$ROOT$UNIT_DIR/$unit"
+        rm -rf "${ROOT:?}$UNIT_DIR/$unit.d"
     done
     staging || systemctl daemon-reload
     rm -rf "${ROOT:?}$PREFIX"

@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 
 from handlers.atomic import set_aside
-from handlers.lock import exclusive
+from handlers.lease import exclusive
 from handlers.sidecar import JobStatus
 
 log = structlog.get_logger("hotfolder.index")
@@ -44,6 +44,7 @@ create index if not exists jobs_state on jobs (state, created_at);
 create index if not exists jobs_job_id on jobs (job_id);
 create index if not exists jobs_finished on jobs (finished_at);
 create index if not exists jobs_created on jobs (created_at);
+create table if not exists meta (key text primary key, value text not null);
 """
 
 
@@ -130,6 +131,12 @@ class JobIndex:
         with self.connect() as db:
             return dict(db.execute("select source_key, updated_at from jobs"))
 
+    def synced_at(self) -> str | None:
+        """When a full sync from the sidecars last began (None: never)."""
+        with self.connect() as db:
+            row = db.execute("select value from meta where key = 'synced_at'").fetchone()
+        return row[0] if row else None
+
     def sync(self, statuses: Iterable[JobStatus], since: str) -> int:
         """Make the index match these sidecars, all of those found by a walk that began
         at `since`; rows written after that are left alone. Returns rows changed."""
@@ -141,7 +148,7 @@ class JobIndex:
         if changed:
             self.upsert(changed)
         gone = [(key,) for key, updated_at in known.items() if updated_at < since]
-        if gone:
-            with self.connect() as db:
-                db.executemany("delete from jobs where source_key = ?", gone)
+        with self.connect() as db:
+            db.executemany("delete from jobs where source_key = ?", gone)
+            db.execute("insert or replace into meta values ('synced_at', ?)", (since,))
         return len(changed) + len(gone)

@@ -20,8 +20,8 @@ from handlers import converter as conv
 from handlers.disposition import Origin, dispose
 from handlers.entities import check_entities
 from handlers.errors import JobError, classify
+from handlers.lease import Lease, Leases
 from handlers.ledger import Ledger
-from handlers.lock import cancel_requested, clear_cancel, job_lock
 from handlers.outputs import check_name, write_outputs
 from handlers.sidecar import TERMINAL, JobStatus, new_status, now_iso
 from handlers.source import Snapshot, job_id, read_input, vanished
@@ -34,6 +34,11 @@ log = structlog.get_logger("hotfolder.job")
 
 class JobCancelled(BaseException):
     """Raised from docling's progress callback, which swallows ordinary exceptions."""
+
+
+class LeaseLost(BaseException):  # noqa: N818 - a carrier, like JobCancelled
+    """The job's lease expired and another worker took the file over: this run's result is
+    dropped rather than written over the newer record."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class JobContext:
 
     input_dir: Path
     ledger: Ledger
-    locks_dir: Path
+    leases: Leases
     scratch_dir: Path
     options: conv.ConversionOptions
     converter: DocumentConverter
@@ -72,17 +77,17 @@ class JobContext:
 def process_file(rel: str, ctx: JobContext, priority: int = 0) -> JobStatus | None:
     """Convert `input/<rel>` once. Returns the recorded status, whose state is `pending`
     when a retry is due, or None when another worker is converting this file right now."""
-    with job_lock(ctx.locks_dir, rel) as held:
-        if not held:
+    with ctx.leases.hold(rel) as lease:
+        if lease is None:
             log.info("job.busy", source=rel)
             return None
         try:
-            return run_locked(rel, ctx, priority)
+            return run_locked(rel, ctx, priority, lease)
         finally:
-            clear_cancel(ctx.locks_dir, rel)
+            ctx.leases.clear_cancel(rel)
 
 
-def run_locked(rel: str, ctx: JobContext, priority: int) -> JobStatus:
+def run_locked(rel: str, ctx: JobContext, priority: int, lease: Lease) -> JobStatus:
     recorded = ctx.ledger.read(rel)
     ctx.scratch_dir.mkdir(parents=True, exist_ok=True)
     with private_folder(ctx.scratch_dir) as folder:
@@ -97,7 +102,7 @@ def run_locked(rel: str, ctx: JobContext, priority: int) -> JobStatus:
             log.info("job.skipped", source=rel, job_id=recorded.job_id, reason=recorded.state)
             return recorded
         status = start(ctx.ledger, recorded, copy, rel, priority, ctx.worker)
-        return convert_copy(status, copy, ctx)
+        return convert_copy(status, copy, ctx, lease)
 
 
 def private_folder(scratch_dir: Path) -> tempfile.TemporaryDirectory[str]:
@@ -108,7 +113,7 @@ def private_folder(scratch_dir: Path) -> tempfile.TemporaryDirectory[str]:
     )
 
 
-def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext) -> JobStatus:
+def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext, lease: Lease) -> JobStatus:
     origin = Origin(ctx.input_dir, status.source, copy.inode)
     started = time.monotonic()
     try:
@@ -116,17 +121,22 @@ def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext) -> JobStatu
         result = conv.convert(
             ctx.converter,
             copy.path,
-            progress_writer(status, ctx),
+            progress_writer(status, ctx, lease),
             ctx.policy.max_pages,
             ctx.options.ocr,
         )
         check_cancel(status, ctx)
+        fence(lease, ctx.ledger, status)
         status.outputs = write_outputs(
             result.document, ctx.ledger.output_dir, status.source, ctx.options.to
         )
     except JobCancelled:
         return cancel(ctx.ledger, status)
+    except LeaseLost:
+        return dropped(ctx.ledger, status)
     except Exception as exc:  # per-job boundary: whatever happens, the job ends recorded
+        if not ours(lease, ctx.ledger, status):
+            return dropped(ctx.ledger, status)
         error = named_after_input(classify(exc), copy, status.source)
         return fail(ctx.ledger, status, error, ctx.policy, origin, time.monotonic() - started)
     status.input_format = result.input.format.value if result.input.format else None
@@ -192,20 +202,52 @@ def check_input(policy: JobPolicy, info: os.stat_result) -> None:
 
 
 def check_cancel(status: JobStatus, ctx: JobContext) -> None:
-    if cancel_requested(ctx.locks_dir, status.source, status.job_id):
+    if ctx.leases.cancel_requested(status.source, status.job_id):
         raise JobCancelled(status.source)
 
 
-def progress_writer(status: JobStatus, ctx: JobContext) -> conv.Progress:
+def ours(lease: Lease, ledger: Ledger, status: JobStatus) -> bool:
+    """Whether this run may still write `status`'s file: its record is still this very run
+    (a worker that lost its lease finds the record changed by whoever took over), and the
+    lease is still held (checking renews it, so the writes that follow have a whole TTL)."""
+    current = ledger.read(status.source)
+    mine = (
+        current is not None
+        and current.state == "processing"
+        and (current.job_id, current.worker, current.started_at)
+        == (status.job_id, status.worker, status.started_at)
+    )
+    return mine and not lease.lost and lease.held()
+
+
+def fence(lease: Lease, ledger: Ledger, status: JobStatus) -> None:
+    if not ours(lease, ledger, status):
+        raise LeaseLost
+
+
+def dropped(ledger: Ledger, status: JobStatus) -> JobStatus:
+    log.warning(
+        "job.lease_lost",
+        source=status.source,
+        job_id=status.job_id,
+        note="the lease expired and another worker took the file over; this result is dropped",
+    )
+    return ledger.read(status.source) or status
+
+
+def progress_writer(status: JobStatus, ctx: JobContext, lease: Lease) -> conv.Progress:
     throttle = conv.Throttle(ctx.options.progress_interval)
 
     def on_pages(done: int, total: int) -> None:
         status.pages_done, status.pages_total = done, total
         status.progress = min(99, done * 100 // max(total, 1))
         check_cancel(status, ctx)
+        if lease.lost:
+            raise LeaseLost
         if ctx.on_progress:
             ctx.on_progress(status)
         if throttle.ready():
+            fence(lease, ctx.ledger, status)
             ctx.ledger.save(status)
 
     return on_pages
@@ -269,22 +311,22 @@ def fail(
 
 
 def recover_lost(
-    rel: str, input_dir: Path, ledger: Ledger, locks_dir: Path, policy: JobPolicy, lost: JobError
+    rel: str, input_dir: Path, ledger: Ledger, leases: Leases, policy: JobPolicy, lost: JobError
 ) -> JobStatus | None:
     """A `processing` job whose worker is gone counts a failed attempt: it is set to retry
     (`pending`) or, once attempts run out, to `failed`. None if nothing was to recover."""
-    with job_lock(locks_dir, rel) as held:
-        status = ledger.read(rel) if held else None
+    with leases.hold(rel) as lease:
+        status = ledger.read(rel) if lease else None
         if status is None or status.state != "processing":
             return None  # a live worker holds it, or it ended meanwhile
         log.warning("job.worker_lost", source=rel, job_id=status.job_id, error_type=lost.type)
         return fail(ledger, status, lost, policy, Origin(input_dir, rel))
 
 
-def end_vanished(rel: str, ledger: Ledger, locks_dir: Path, policy: JobPolicy) -> bool:
+def end_vanished(rel: str, ledger: Ledger, leases: Leases, policy: JobPolicy) -> bool:
     """A waiting job whose input was deleted or renamed ends `failed: source_vanished`."""
-    with job_lock(locks_dir, rel) as held:
-        status = ledger.read(rel) if held else None
+    with leases.hold(rel) as lease:
+        status = ledger.read(rel) if lease else None
         if status is None or status.state != "pending":
             return False
         fail(ledger, status, vanished(), policy, origin=None)

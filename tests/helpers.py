@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,8 +21,11 @@ CORPUS = Path(os.environ.get("HOTFOLDER_CORPUS", REPO.parent / "shared" / "corpu
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str = "condition") -> T:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+def wait_for(
+    predicate: Callable[[], T], timeout: float, what: str = "condition", every: float = 0.1
+) -> T:
+    """Poll `predicate` every `every` seconds until it returns something truthy; fail after
+    `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -29,7 +33,7 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str = "condition"
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+        time.sleep(every)
 
 
 def corpus(rel: str) -> Path:
@@ -106,6 +110,8 @@ class Daemon:
     config: dict[str, dict[str, object]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     faults: str = ""
+    wrap: list[str] = field(default_factory=list)  # argv prefix: a "host" (namespaces)
+    session: bool = False  # a process group of its own, as a separate host would be
     process: subprocess.Popen[bytes] | None = None
     log_file: Path | None = None
     tree: list[int] = field(default_factory=list)
@@ -149,13 +155,21 @@ class Daemon:
             env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests" / "faults"), str(REPO)])
             env["HOTFOLDER_FAULTS"] = self.faults
         self.process = subprocess.Popen(
-            hotfolder_argv("--config", str(self.config_file), self.command),
+            [*self.wrap, *hotfolder_argv("--config", str(self.config_file), self.command)],
             stdout=self.log_file.open("ab"),
             stderr=subprocess.STDOUT,
             env=env,
             cwd=self.root,
+            start_new_session=self.session,
         )
         return self
+
+    def kill_group(self) -> None:
+        """SIGKILL the whole process group, as a host that loses power would stop."""
+        assert self.process is not None and self.session
+        self.tree = descendants(self.process.pid)
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
 
     def kill9(self) -> list[int]:
         """SIGKILL the main process only, as the OOM killer or `kill -9` would; returns the
@@ -301,3 +315,68 @@ def drop(source: Path, target: Path) -> Path:
     temp.write_bytes(source.read_bytes())
     os.replace(temp, target)
     return target
+
+
+class RedisServer:
+    """A redis-server on a free port, with append-only persistence in its own folder."""
+
+    def __init__(self, folder: Path, bind: str = "127.0.0.1") -> None:
+        self.folder = folder
+        self.bind = bind
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(self.port), "--bind", *self.bind.split()),
+                *("--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always"),
+                *("--save", "", "--protected-mode", "no"),
+            ],
+            stdout=(self.folder.parent / f"redis-{self.port}.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(self.answers, 20, "redis-server to answer")
+
+    def answers(self) -> bool:
+        done = subprocess.run(
+            ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True
+        )
+        return done.stdout.strip() == "PONG"
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()  # as a crash would: what is on disk is what it had
+            self.process.wait(10)
+
+    def restart(self, keep_data: bool) -> None:
+        self.stop()
+        if not keep_data:
+            shutil.rmtree(self.folder)
+        self.start()
+
+
+def as_host(name: str, *outer: str) -> list[str]:
+    """argv prefix: run in a UTS namespace of its own, named `name` (each command execs
+    the next, so the daemon keeps the pid the test started)."""
+    return [*outer, "unshare", "--uts", "--", "sh", "-c", f'hostname {name} && exec "$@"', "sh"]
+
+
+def drop_batch(input_dir: Path, count: int, docs: list[str], prefix: str = "b") -> dict[str, str]:
+    """`count` files named <prefix>NN.<ext>, cycling through the corpus `docs`; returns
+    name -> corpus doc."""
+    batch = {}
+    for i in range(count):
+        doc = docs[i % len(docs)]
+        name = f"{prefix}{i:02d}{Path(doc).suffix}"
+        drop(corpus(doc), input_dir / name)
+        batch[name] = doc
+    return batch

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.helpers import Daemon, alive, corpus, drop, wait_for
+from tests.helpers import Daemon, alive, corpus, drop, drop_batch, wait_for
 
 DOCS = [
     "pdf/redp5110_sampled.pdf",
@@ -21,17 +21,6 @@ DOCS = [
     "pptx/powerpoint_sample.pptx",
     "html/wiki_duck.html",
 ]
-
-
-def drop_batch(input_dir: Path, count: int) -> dict[str, str]:
-    """`count` files named bNN.<ext>, cycling through DOCS; returns name -> corpus doc."""
-    batch = {}
-    for i in range(count):
-        doc = DOCS[i % len(DOCS)]
-        name = f"b{i:02d}{Path(doc).suffix}"
-        drop(corpus(doc), input_dir / name)
-        batch[name] = doc
-    return batch
 
 
 def assert_accounted(daemon: Daemon, names: list[str], state: str = "completed") -> None:
@@ -65,7 +54,7 @@ def wait_all_terminal(daemon: Daemon, names: list[str], timeout: float = 240) ->
 def test_kill9_consumer_mid_batch_then_restart(make_daemon, tmp_path) -> None:
     watch = make_daemon("watch")
     work = make_daemon("work", root=tmp_path)
-    batch = drop_batch(watch.input, 30)
+    batch = drop_batch(watch.input, 30, DOCS)
     wait_for(lambda: list(watch.states().values()).count("completed") >= 4, 120, "progress")
     wait_for(lambda: "processing" in watch.states().values(), 60, "a job in progress")
     orphans = work.kill9()
@@ -128,7 +117,7 @@ def test_files_dropped_while_everything_is_down(make_daemon, tmp_path) -> None:
     drop(corpus("csv/csv-comma.csv"), first.input / "before.csv")
     assert first.wait_terminal("before.csv")["state"] == "completed"
     assert first.stop() == 0
-    batch = drop_batch(first.input, 8)
+    batch = drop_batch(first.input, 8, DOCS)
     second = make_daemon("run", root=tmp_path)
     wait_all_terminal(second, list(batch))
     assert_accounted(second, [*batch, "before.csv"])
@@ -198,7 +187,7 @@ def test_same_file_dropped_50_times_in_a_burst_converts_once(make_daemon) -> Non
 
 
 def test_two_reconcilers_never_convert_one_file_twice(make_daemon, tmp_path) -> None:
-    batch = drop_batch(tmp_path / "input", 10)
+    batch = drop_batch(tmp_path / "input", 10, DOCS)
     first = make_daemon("watch", config={"jobs": {"reconcile_interval": 0.3}})
     twin = make_daemon("watch", root=tmp_path)  # a second watcher on the same folders
     work = make_daemon("work", root=tmp_path)

@@ -143,11 +143,12 @@ def test_sidecar_is_never_half_written(make_daemon) -> None:
 
 
 def test_a_cancel_request_only_stops_the_job_it_names(tmp_path) -> None:
-    from handlers.lock import cancel_requested, clear_cancel, request_cancel
+    from handlers.lease import FileLeases
 
-    request_cancel(tmp_path, "a.pdf", "job-one")
-    assert cancel_requested(tmp_path, "a.pdf", "job-one")
-    assert not cancel_requested(tmp_path, "a.pdf", "job-two")  # later content, same path
-    assert not cancel_requested(tmp_path, "b.pdf", "job-one")
-    clear_cancel(tmp_path, "a.pdf")
-    assert not cancel_requested(tmp_path, "a.pdf", "job-one")
+    leases = FileLeases(tmp_path)
+    leases.request_cancel("a.pdf", "job-one")
+    assert leases.cancel_requested("a.pdf", "job-one")
+    assert not leases.cancel_requested("a.pdf", "job-two")  # later content, same path
+    assert not leases.cancel_requested("b.pdf", "job-one")
+    leases.clear_cancel("a.pdf")
+    assert not leases.cancel_requested("a.pdf", "job-one")

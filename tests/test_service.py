@@ -73,6 +73,15 @@ def test_installer_stages_the_same_tree_twice_with_units_systemd_accepts(tmp_pat
         in work
     )
     assert (stage / "opt/hotfolder/venv/bin/hotfolder").is_file()
+    assert not list((stage / UNIT_DIR).glob("*.d"))  # the SQLite queue needs no network
+
+    # With the Redis queue, a drop-in gives both units the network; they stay hardened.
+    config_file = stage / "etc/hotfolder/config.toml"
+    config_file.write_text(config.replace('backend = "sqlite"', 'backend = "redis"'))
+    assert install(stage).returncode == 0
+    for unit in SERVICES:
+        drop_in = (stage / UNIT_DIR / f"{unit}.d" / "redis.conf").read_text()
+        assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" in drop_in
 
     root = add_systemd_units(stage)  # after the comparison: it changes the tree
     for unit in (*SERVICES, "hotfolder.target"):

@@ -12,6 +12,7 @@ from watcher.orphans import die_with_parent
 from watcher.queue import build_queue
 from watcher.recovery import WorkerGuard
 from watcher.settings import Settings
+from watcher.worker import Worker
 
 log = structlog.get_logger("hotfolder.work")
 
@@ -23,6 +24,7 @@ def run_work(settings: Settings) -> int:
     import docling.document_converter  # noqa: F401
 
     queue = build_queue(settings)
+    queue.serve(Worker(settings, queue))
     consumer = queue.huey.create_consumer(
         workers=settings.worker_count,
         worker_type="process",

@@ -10,9 +10,9 @@ import structlog
 
 from handlers.errors import JobError
 from handlers.ledger import Ledger
-from handlers.lock import clear_cancel, job_lock, request_cancel
 from handlers.outputs import remove_outputs
 from handlers.sidecar import JobStatus, now_iso
+from watcher.cluster import open_leases
 from watcher.heartbeat import read_heartbeat
 from watcher.inbox import Refused, bring_in
 from watcher.intake import Intake
@@ -60,6 +60,7 @@ def retry_jobs(settings: Settings, targets: list[str], all_failed: bool) -> int:
     else:
         statuses = [find_status(settings, target) for target in targets]
     code = 0
+    leases = open_leases(settings)
     for status in statuses:
         if status.state not in ("failed", "cancelled"):
             print(
@@ -68,12 +69,13 @@ def retry_jobs(settings: Settings, targets: list[str], all_failed: bool) -> int:
             )
             code = 1
             continue
-        with job_lock(settings.locks_dir, status.source) as held:
-            if held:
+        with leases.hold(status.source) as lease:
+            if lease:
                 reopen(status)
-                clear_cancel(settings.locks_dir, status.source)  # a person asks again
+                leases.clear_cancel(status.source)  # a person asks again
                 ledger.save(status)
-                queue.enqueue(status.source, status.priority, settings.queue.enqueue_timeout)
+        if lease:  # enqueued once the lease is let go, so a worker does not find it busy
+            queue.enqueue(status.source, status.priority, settings.queue.enqueue_timeout)
         print(f"{status.job_id}  retry queued  {status.source}")
     if not statuses:
         print("no failed jobs")
@@ -101,8 +103,9 @@ def cancel_job(settings: Settings, target: str) -> int:
         print(f"{status.source}: already {status.state}, nothing to cancel", file=sys.stderr)
         return 1
     ledger = open_ledger(settings)
-    with job_lock(settings.locks_dir, status.source) as held:
-        if held:  # not running: drop its tasks and close the record
+    leases = open_leases(settings)
+    with leases.hold(status.source) as lease:
+        if lease:  # not running: drop its tasks and close the record
             revoke(build_queue(settings), status.source)
             current = ledger.read(status.source) or status
             current.state, current.finished_at, current.retry_at = "cancelled", now_iso(), None
@@ -110,7 +113,7 @@ def cancel_job(settings: Settings, target: str) -> int:
             log.info("job.cancelled", source=status.source, job_id=status.job_id)
             print(f"{status.job_id}  cancelled  {status.source}")
             return 0
-    request_cancel(settings.locks_dir, status.source, status.job_id)
+    leases.request_cancel(status.source, status.job_id)
     note = (
         "" if read_heartbeat(settings.state_dir, "work")["alive"] else " (no workers are running)"
     )

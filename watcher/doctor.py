@@ -82,17 +82,20 @@ def check_inotify(settings: Settings) -> list[Check]:
 def check_queue(settings: Settings) -> list[Check]:
     from watcher.queue import build_queue
 
+    redis = settings.queue.backend == "redis"
+    from watcher.cluster import shown
+
+    what = f"queue on Redis ({shown(settings.queue.redis_url)})" if redis else "queue database"
     try:
         depth = build_queue(settings, repair=False).depth()
     except Exception as exc:  # any storage failure is the finding itself
-        return [
-            (
-                False,
-                f"queue database opens ({exc})",
-                "check paths.state is on a local disk and writable",
-            )
-        ]
-    return [(True, f"queue database opens ({depth} waiting)", "")]
+        fix = (
+            "start Redis, or check queue.redis_url and the network to it"
+            if redis
+            else "check paths.state is on a local disk and writable"
+        )
+        return [(False, f"{what} answers ({exc})", fix)]
+    return [(True, f"{what} answers ({depth} waiting)", "")]
 
 
 def check_backends(settings: Settings) -> list[Check]:
@@ -141,13 +144,24 @@ def check_ocr(settings: Settings) -> list[Check]:
 
 
 def check_processes(settings: Settings) -> list[Check]:
+    """A watcher and workers, on this host or, with Redis, on any host (a worker-only host
+    has no watcher of its own)."""
+    elsewhere = {}
+    if settings.queue.backend == "redis":
+        from watcher.cluster import alive_hosts
+
+        try:
+            elsewhere = {beat["role"]: str(beat["host"]) for beat in alive_hosts(settings)}
+        except Exception:  # Redis down: the queue check says so
+            pass
     results = []
     for role, command in (("watch", "watcher"), ("work", "workers")):
-        beat = read_heartbeat(settings.state_dir, role)
+        here = read_heartbeat(settings.state_dir, role)["alive"]
+        where = "" if here or role not in elsewhere else f" (on {elsewhere[role]})"
         results.append(
             (
-                bool(beat["alive"]),
-                f"{command} running",
+                bool(here or where),
+                f"{command} running{where}",
                 f"start it: hotfolder run (or systemctl start hotfolder-{role})",
             )
         )

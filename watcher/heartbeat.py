@@ -1,5 +1,6 @@
 """Liveness of the daemon's processes: each main loop rewrites `state/heartbeats/<role>.json`
-every few seconds; the operator commands read them."""
+every few seconds (and, with Redis, a key every host can read); the operator commands read
+them."""
 
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ import time
 from pathlib import Path
 
 from handlers.atomic import write_atomic
+from watcher.cluster import publish_alive
+from watcher.settings import Settings
 
 INTERVAL = 2.0  # seconds between beats
 STALE = 10.0  # a heartbeat older than this means the process is gone or stuck
 
 
 class Heartbeat:
-    def __init__(self, state_dir: Path, role: str) -> None:
-        self.path = state_dir / "heartbeats" / f"{role}.json"
+    def __init__(self, settings: Settings, role: str) -> None:
+        self.settings = settings
+        self.role = role
+        self.path = settings.state_dir / "heartbeats" / f"{role}.json"
         self.started = time.time()
         self.last = 0.0
 
@@ -34,6 +39,7 @@ class Heartbeat:
             **details,
         }
         write_atomic(self.path, json.dumps(record).encode())
+        publish_alive(self.settings, self.role, record)
 
     def stop(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -10,10 +10,11 @@ from pathlib import Path
 import structlog
 
 from handlers.errors import JobError
+from handlers.lease import Lease
 from handlers.ledger import Ledger
-from handlers.lock import clear_cancel
 from handlers.sidecar import TERMINAL, JobStatus, new_status, now_iso
 from handlers.source import digest_input, job_id
+from watcher.cluster import open_leases
 from watcher.queue import Queue
 from watcher.settings import Settings
 from watcher.skips import Skips, kind_of
@@ -27,7 +28,7 @@ class Intake:
     ) -> None:
         self.input_dir = settings.input_dir
         self.ledger = ledger
-        self.locks_dir = settings.locks_dir
+        self.leases = open_leases(settings)
         self.priority = settings.queue.default_priority
         self.rules = settings.queue.priority_rules
         self.enqueue_timeout = settings.queue.enqueue_timeout
@@ -49,40 +50,58 @@ class Intake:
         if rel is None or info is None:
             return "ineligible"
         priority = self.priority_for(rel) if priority is None else priority
+        # Held while the record is read, judged and written: two watchers (or a watcher and
+        # `enqueue`) that meet the same file take it in once. The task is enqueued once the
+        # lease is let go, so a worker that takes it at once does not find the file busy.
+        with self.leases.hold(rel) as lease:
+            outcome, job = self.take_in(path, rel, info, priority, queued, force, lease)
+        if job is not None:
+            self.queue.enqueue(rel, job.priority, self.enqueue_timeout)
+            event = "job.requeued" if outcome == "requeued" else "job.pending"
+            log.info(event, source=rel, job_id=job.job_id, size_bytes=job.size_bytes)
+        return outcome
+
+    def take_in(
+        self,
+        path: Path,
+        rel: str,
+        info: os.stat_result,
+        priority: int,
+        queued: frozenset[str] | None,
+        force: bool,
+        lease: Lease | None,
+    ) -> tuple[str, JobStatus | None]:
+        """What happens to `rel`, and the job to enqueue, if any (its record is written)."""
         recorded = self.ledger.read(rel)
         if queued is not None and unchanged_since(recorded, info):
             sha, size = recorded.sha256, recorded.size_bytes  # type: ignore[union-attr]
         else:
             read = self.digest(path, rel, info)
             if read is None:
-                return "ineligible"
+                return "ineligible", None
             sha, size, info = read
-        if recorded and recorded.state == "processing":
-            # The sweep judges whether its worker is alive; new content waits for the lock.
-            if recorded.sha256 != sha:
+        if lease is None or (recorded and recorded.state == "processing"):
+            # A worker holds it (the sweep judges whether it is alive); new content waits
+            # for the lease. Another watcher taking it in holds it too, for a moment.
+            if recorded and recorded.sha256 != sha:
                 self.follow_up(rel, priority)
-            return "in_flight"
+            return "in_flight", None
         if recorded and recorded.sha256 == sha and not force:
             if recorded.state in TERMINAL:
                 # A scan meets every finished file again; only a live re-drop is news.
                 emit = log.info if queued is None else log.debug
                 emit("intake.unchanged", source=rel, state=recorded.state)
-                return "unchanged"
+                return "unchanged", None
             if queued is None or rel in queued:
-                return "in_flight"
+                return "in_flight", None
             if retry_due_later(recorded) or rel in self.queue.queued_sources():
-                return "in_flight"  # the scan's queue snapshot is older than this job's task
-            self.queue.enqueue(rel, recorded.priority, self.enqueue_timeout)
-            log.info("job.requeued", source=rel, job_id=recorded.job_id)
-            return "requeued"
+                return "in_flight", None  # the scan's queue snapshot is older than the task
+            return "requeued", recorded
         if force:
-            clear_cancel(self.locks_dir, rel)  # a person asks again
+            self.leases.clear_cancel(rel)  # a person asks again
         status = new_status(rel, job_id(rel, sha), sha, size, priority)
         status.mtime_ns = info.st_mtime_ns
-        self.ledger.save(status)
-        self.queue.enqueue(rel, priority, self.enqueue_timeout)
-        log.info("job.pending", source=rel, job_id=status.job_id, size_bytes=size)
-        return "enqueued"
+        return "enqueued", self.ledger.save(status)
 
     def relative(self, path: Path) -> str | None:
         try:

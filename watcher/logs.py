@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import warnings
 from typing import TextIO
 
@@ -51,6 +52,7 @@ def configure_logging(config: LogConfig, process: str, stream: TextIO = sys.stdo
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
+    handler.addFilter(OncePerMinute())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.level.upper())
@@ -60,6 +62,25 @@ def configure_logging(config: LogConfig, process: str, stream: TextIO = sys.stdo
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     logging.getLogger("huey.consumer").setLevel(root.level)
     warnings.showwarning = log_warning
+
+
+class OncePerMinute(logging.Filter):
+    """huey's own errors once a minute each: while Redis is down, every worker would log
+    the same traceback at every poll."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("huey") or record.levelno < logging.WARNING:
+            return True
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        if now - self.last.get(key, -60.0) < 60.0:
+            return False
+        self.last[key] = now
+        return True
 
 
 WARNED: set[tuple[str, int]] = set()

@@ -157,9 +157,43 @@ class Handoff(FileSystemEventHandler):
             log.exception("watch.event_failed", event=repr(event))
 
 
+# File systems whose writes on other hosts inotify never sees.
+NETWORK_FILE_SYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "afs"}
+    | {"fuse.sshfs", "fuse.glusterfs", "fuse.cephfs", "fuse.s3fs", "fuse.rclone", "davfs"}
+)
+
+
+def file_system(path: Path) -> str:
+    """The type of the file system `path` lies on (from the mount table)."""
+    best, kind = "", ""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    target = str(path.resolve())
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) > len(
+            best
+        ):
+            best, kind = point, fields[2]
+    return kind
+
+
 def start_observer(config: WatchConfig, input_dir: Path, handler: Handoff) -> BaseObserver:
-    """Native inotify by default; polling when configured or when inotify runs out of watches."""
-    if config.observer == "native":
+    """inotify, or polling: when configured, when `auto` finds a network file system, or
+    when inotify runs out of watches."""
+    kind = file_system(input_dir)
+    native = config.observer == "native" or (
+        config.observer == "auto" and kind not in NETWORK_FILE_SYSTEMS
+    )
+    if config.observer == "auto" and not native:
+        log.info("watch.polling", file_system=kind, reason="inotify misses other hosts' writes")
+    if native:
         observer: BaseObserver = Observer()
         observer.schedule(handler, str(input_dir), recursive=config.recursive)
         try:

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from handlers.converter import build_converter
+from handlers.lease import FileLeases
 from handlers.ledger import Ledger
 from handlers.pipeline import JobContext, process_file
 from handlers.sidecar import JobStatus
@@ -35,7 +36,7 @@ def convert_one(settings: Settings, file: Path, output_dir: Path) -> int:
         context = JobContext(
             input_dir=source.parent,
             ledger=Ledger(output_dir.resolve()),
-            locks_dir=Path(private) / "locks",
+            leases=FileLeases(Path(private) / "locks"),
             scratch_dir=Path(private) / "scratch",
             options=options,
             converter=build_converter(options),

@@ -1,4 +1,5 @@
 """The huey queue: built by a factory (never at import), one task, enqueue that survives locks.
+The one place that picks its storage: SQLite in the state dir (one host) or Redis (several).
 
 Huey is only the dispatcher. Its dequeue deletes a task before it runs, so the sidecars,
 not the queue, are the record of what is finished.
@@ -8,29 +9,49 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 from huey import SqliteHuey
-from huey.api import TaskWrapper
+from huey.api import Huey, Task, TaskWrapper
 from huey.registry import Message
 from huey.signals import SIGNAL_INTERRUPTED
 
 from handlers.atomic import set_aside
-from handlers.lock import exclusive
+from handlers.lease import exclusive
 from watcher.settings import Settings
 
-TASK_NAME = "hotfolder.convert"  # stored as "watcher.worker.hotfolder.convert"
+TASK_NAME = "hotfolder.convert"  # stored as "watcher.queue.hotfolder.convert"
 QUEUE_NAME = "hotfolder"
 log = structlog.get_logger("hotfolder.queue")
 
 
+class Runner(Protocol):
+    """What runs the tasks in a worker process (watcher.worker.Worker)."""
+
+    def start(self) -> None: ...
+
+    def run(self, rel: str, task: Task | None = None) -> None: ...
+
+    def interrupted(self, signal: str, task: Task) -> None: ...
+
+
 @dataclass
 class Queue:
-    huey: SqliteHuey
+    huey: Huey
     convert: TaskWrapper
+    # The task body, set in the processes that run tasks (`serve`); the others only enqueue.
+    handler: Callable[[str, Task | None], None] | None = None
+
+    def serve(self, worker: Runner) -> None:
+        """Run tasks in this process with `worker`: its start-up hook runs in each worker
+        process, its `interrupted` puts back a task a stop cut short."""
+        self.handler = worker.run
+        self.huey.on_startup()(worker.start)
+        self.huey.signal(SIGNAL_INTERRUPTED)(worker.interrupted)
 
     def enqueue(self, rel: str, priority: int, timeout: float, delay: float = 0) -> None:
         """Enqueue `rel` (to run after `delay` seconds), retrying while another process
@@ -72,29 +93,37 @@ def queue_file(settings: Settings) -> Path:
 
 
 def build_queue(settings: Settings, repair: bool = True) -> Queue:
-    """The SqliteHuey in the state dir (WAL, fsync on, results off) with the convert task;
-    a damaged queue file is replaced first unless `repair` is off (read-only callers).
+    """The queue with the convert task. SQLite: a file in the state dir (WAL, fsync on,
+    results off), a damaged one replaced first unless `repair` is off (read-only callers).
+    Redis: a priority queue (`PriorityRedisHuey`) named after `queue.namespace`."""
+    if settings.queue.backend == "redis":
+        from huey import PriorityRedisHuey
 
-    The task body lives in watcher.worker and runs only in consumer worker processes.
-    """
-    from watcher.worker import Worker
+        from watcher.cluster import client
 
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    if repair:
-        repair_queue(queue_file(settings))
-    huey = SqliteHuey(
-        QUEUE_NAME,
-        filename=str(queue_file(settings)),
-        results=False,
-        fsync=True,
-        timeout=10,
-        utc=True,
-    )
-    worker = Worker(settings)
-    queue = Queue(huey, huey.task(name=TASK_NAME, context=True)(worker.run))
-    worker.queue = queue
-    huey.on_startup()(worker.start)
-    huey.signal(SIGNAL_INTERRUPTED)(worker.interrupted)
+        pool = client(settings.queue.redis_url).connection_pool
+        huey: Huey = PriorityRedisHuey(
+            settings.queue.namespace, connection_pool=pool, results=False, utc=True
+        )
+    else:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        if repair:
+            repair_queue(queue_file(settings))
+        huey = SqliteHuey(
+            QUEUE_NAME,
+            filename=str(queue_file(settings)),
+            results=False,
+            fsync=True,
+            timeout=10,
+            utc=True,
+        )
+
+    def convert(rel: str, task: Task | None = None) -> None:
+        if queue.handler is None:
+            raise RuntimeError("this process does not run conversions")
+        queue.handler(rel, task)
+
+    queue = Queue(huey, huey.task(name=TASK_NAME, context=True)(convert))
     return queue
 
 

@@ -13,11 +13,13 @@ import structlog
 from huey.consumer import Consumer
 
 from handlers.errors import lost_worker
+from handlers.lease import Leases
 from handlers.ledger import Ledger
 from handlers.pipeline import end_vanished, recover_lost
 from handlers.sidecar import TERMINAL, now_iso
 from handlers.source import copy_owners, discard_copies
 from watcher import inflight
+from watcher.cluster import open_leases
 from watcher.heartbeat import Heartbeat, pid_exists
 from watcher.notify import Notifier
 from watcher.queue import Queue
@@ -27,33 +29,36 @@ log = structlog.get_logger("hotfolder.recovery")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-def recover(settings: Settings, queue: Queue, ledger: Ledger, rel: str, reason: str) -> None:
+def recover(
+    settings: Settings, queue: Queue, ledger: Ledger, leases: Leases, rel: str, reason: str
+) -> None:
     """Count the lost attempt; enqueue a retry unless attempts have run out."""
     policy = job_policy(settings)
     lost = lost_worker(reason, settings.jobs.hard_timeout, settings.memory_cap_mb)
-    status = recover_lost(rel, settings.input_dir, ledger, settings.locks_dir, policy, lost)
+    status = recover_lost(rel, settings.input_dir, ledger, leases, policy, lost)
     if status and status.state == "pending":
         delay = policy.retry_delay(status.attempts)
         queue.enqueue(rel, status.priority, settings.queue.enqueue_timeout, delay=delay)
 
 
-def sweep(settings: Settings, queue: Queue) -> None:
-    """The sidecar half of a reconciler pass: a `processing` job whose worker is gone is
-    recovered, a waiting job whose input vanished is ended, and the index is resynced."""
+def sweep(settings: Settings, queue: Queue, leases: Leases, leading: bool = True) -> None:
+    """The sidecar half of a reconciler pass: the index is resynced and, by the leader, a
+    `processing` job whose worker is gone (its lease free) is recovered, and a waiting job
+    whose input vanished is ended."""
     policy = job_policy(settings)
     ledger = open_ledger(settings)
     since = now_iso()
     statuses = list(ledger.all())
     if ledger.index is not None:
         ledger.index.sync(statuses, since)  # what the pass changes is mirrored as written
-    for status in statuses:
+    for status in statuses if leading else ():
         if status.state in TERMINAL:
             continue
         try:
             if status.state == "processing":
-                recover(settings, queue, ledger, status.source, "crashed")  # no-op while locked
-            elif not (settings.input_dir / status.source).exists():
-                end_vanished(status.source, ledger, settings.locks_dir, policy)
+                recover(settings, queue, ledger, leases, status.source, "crashed")  # if free
+            elif not os.path.lexists(settings.input_dir / status.source):
+                end_vanished(status.source, ledger, leases, policy)
         except Exception:  # per-job boundary: one bad record must not stop the pass
             log.exception("recovery.failed", source=status.source)
 
@@ -71,8 +76,9 @@ class WorkerGuard:
         self.consumer = consumer
         self.notifier = notifier
         self.killed: dict[int, str] = {}  # pid -> why it was killed
-        self.heartbeat = Heartbeat(settings.state_dir, "work")
+        self.heartbeat = Heartbeat(settings, "work")
         self.ledger = open_ledger(settings)
+        self.leases = open_leases(settings)
 
     def install(self) -> None:
         check: Callable[[], bool] = self.consumer.check_worker_health
@@ -140,7 +146,7 @@ class WorkerGuard:
         if entry is None:
             return
         try:
-            recover(self.settings, self.queue, self.ledger, entry.source, reason)
+            recover(self.settings, self.queue, self.ledger, self.leases, entry.source, reason)
         except Exception:  # per-job boundary: one bad record must not stop the consumer
             log.exception("recovery.failed", source=entry.source)
             return

@@ -37,7 +37,7 @@ class PathsConfig(Section):
 
 
 class WatchConfig(Section):
-    observer: Literal["native", "polling"] = "native"
+    observer: Literal["auto", "native", "polling"] = "auto"
     polling_interval: float = Field(2.0, gt=0)
     settle_seconds: float = Field(2.0, ge=0)
     recursive: bool = True
@@ -53,6 +53,10 @@ class WorkersConfig(Section):
 
 
 class QueueConfig(Section):
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    namespace: str = Field("hotfolder", pattern=r"^[A-Za-z0-9_]+$")
+    lease_ttl: float = Field(30.0, ge=2)
     default_priority: int = 0
     priority_rules: dict[str, int] = {}
     enqueue_timeout: float = Field(30.0, gt=0)
@@ -94,7 +98,7 @@ class ConversionConfig(Section):
     def options(self, workers: int) -> ConversionOptions:
         """What shapes a conversion; OCR threads, unless set, share the cores among
         `workers` worker processes."""
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         return ConversionOptions(
             to=tuple(self.to),
             pdf_pipeline=self.pdf_pipeline,
@@ -169,7 +173,7 @@ class Settings(BaseSettings):
 
     @property
     def worker_count(self) -> int:
-        return self.workers.count or os.cpu_count() or 1
+        return self.workers.count or usable_cores()
 
     @property
     def memory_cap_mb(self) -> int:
@@ -178,6 +182,12 @@ class Settings(BaseSettings):
         if self.workers.max_memory_mb:
             return self.workers.max_memory_mb
         return max(512, (usable_memory() * 3 // 4 // self.worker_count) >> 20)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (systemd's `CPUAffinity=`, a
+    container's cpuset, `taskset`), which `os.cpu_count()` ignores."""
+    return len(os.sched_getaffinity(0)) or 1
 
 
 def usable_memory() -> int:
@@ -310,7 +320,15 @@ def origin_of(key: str) -> str:
 
 
 def open_index(settings: Settings) -> JobIndex:
-    """The job index, refilled from the sidecars first if it had to be replaced."""
-    index = open_ledger(settings).index
+    """The job index, refilled from the sidecars first if it had to be replaced. With
+    several hosts (Redis), this host's index only sees its own writes between syncs: it is
+    resynced from the shared sidecars first when no sync began within a reconcile interval
+    (a host that runs only workers has no reconciler to do it)."""
+    ledger = open_ledger(settings)
+    index = ledger.index
     assert index is not None
+    if settings.queue.backend == "redis":
+        synced = index.synced_at()
+        if synced is None or synced < now_iso(-settings.jobs.reconcile_interval):
+            index.sync(ledger.all(), now_iso())
     return index

@@ -46,6 +46,11 @@ def collect(settings: Settings) -> dict[str, object]:
     except sqlite3.DatabaseError as exc:  # reported, not repaired: status only reads
         depth = scheduled = None
         queue_error = f"the queue database is damaged ({exc}); the daemon replaces it at start"
+    except Exception as exc:  # the Redis queue cannot be reached (any of its errors)
+        depth = scheduled = None
+        from watcher.cluster import shown
+
+        queue_error = f"Redis at {shown(settings.queue.redis_url)} is down ({exc})"
     return {
         "states": {state: counts.get(state, 0) for state in STATES},
         "total": sum(counts.values()),
@@ -57,13 +62,23 @@ def collect(settings: Settings) -> dict[str, object]:
         "workers": read_heartbeat(settings.state_dir, "work"),
         "watcher": read_heartbeat(settings.state_dir, "watch"),
         "processing": [dict(zip(RUNNING, row, strict=True)) for row in running],
+        "hosts": hosts(settings) if queue_error is None else [],
         "input": str(settings.input_dir),
         "output": str(settings.output_dir),
     }
 
 
+def hosts(settings: Settings) -> list[dict[str, object]]:
+    """With Redis: every host's live processes (this host's are in `workers`/`watcher`)."""
+    if settings.queue.backend != "redis":
+        return []
+    from watcher.cluster import alive_hosts
+
+    return alive_hosts(settings)
+
+
 def queue_sizes(settings: Settings) -> tuple[int, int]:
-    if not queue_file(settings).exists():
+    if settings.queue.backend == "sqlite" and not queue_file(settings).exists():
         return 0, 0
     storage = build_queue(settings, repair=False).huey.storage
     return storage.queue_size(), storage.schedule_size()
@@ -110,6 +125,14 @@ def render(report: dict[str, object]) -> str:
         f"throughput  {report['jobs_per_minute']} jobs/min (last {RATE_WINDOW_MIN} min)",
         f"oldest pending {'-' if oldest is None else f'{oldest:.0f} s'}",
     ]
+    alive = report["hosts"]
+    assert isinstance(alive, list)
+    if alive:
+        lines += ["", "hosts:"] + [
+            f"  {beat['host']:<20} {beat['role']:<6} pid {beat['pid']}"
+            + (f", {len(beat['workers'])} worker processes" if beat.get("workers") else "")
+            for beat in alive
+        ]
     running = report["processing"]
     assert isinstance(running, list)
     if running:

@@ -9,6 +9,8 @@ from types import FrameType
 
 import structlog
 
+from handlers.lease import Leases
+from watcher.cluster import open_leases
 from watcher.control import FINISHED, purge
 from watcher.heartbeat import Heartbeat
 from watcher.ignore import IgnoreRules
@@ -44,14 +46,14 @@ def run_watch(settings: Settings) -> int:
     scanned = threading.Event()  # set once the start-up scan and sweep are done
     reconciler = threading.Thread(
         target=reconcile_forever,
-        args=(settings, queue, tracker, stop, scanned),
+        args=(settings, queue, open_leases(settings), tracker, stop, scanned),
         name="reconcile",
         daemon=True,
     )
     reconciler.start()
     log.info("watch.started", input=str(settings.input_dir), observer=type(observer).__name__)
     threads = {"observer": observer, "settle": tracker_thread, "reconcile": reconciler}
-    heartbeat = Heartbeat(settings.state_dir, "watch")
+    heartbeat = Heartbeat(settings, "watch")
     notifier = Notifier()
     index = open_index(settings)
     try:
@@ -78,23 +80,30 @@ def run_watch(settings: Settings) -> int:
 def reconcile_forever(
     settings: Settings,
     queue: Queue,
+    leases: Leases,
     tracker: SettleTracker,
     stop: threading.Event,
     scanned: threading.Event,
 ) -> None:
     """At start and every `jobs.reconcile_interval`: rescan the input tree (through the
-    settle check, since a file may be mid-copy) and sweep the unfinished sidecars."""
+    settle check, since a file may be mid-copy) and resync the index; and, if this watcher
+    leads (one at a time across hosts), sweep the unfinished sidecars."""
     while not stop.is_set():
         started = time.monotonic()
-        tracker.notify(settings.input_dir, frozenset(queue.queued_sources()))
+        leading = leases.lead()
+        try:
+            tracker.notify(settings.input_dir, frozenset(queue.queued_sources()))
+        except Exception as exc:  # the queue cannot be read (Redis down): rescan next pass
+            log.warning("reconcile.queue_unreadable", error=str(exc))
+            leading = False
         tracker.wait_drained(stop)
-        sweep(settings, queue)
+        sweep(settings, queue, leases, leading)
         scanned.set()
-        if settings.jobs.retention_days:
+        if leading and settings.jobs.retention_days:
             forgotten, _ = purge(
                 settings, settings.jobs.retention_days * 86400, FINISHED, False, False
             )
             if forgotten:
                 log.info("retention.purged", jobs=len(forgotten))
-        log.info("reconcile.pass", seconds=round(time.monotonic() - started, 3))
+        log.info("reconcile.pass", seconds=round(time.monotonic() - started, 3), leading=leading)
         stop.wait(settings.jobs.reconcile_interval)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
-from typing import TYPE_CHECKING
 
 import structlog
 from huey.api import Task
@@ -13,10 +11,9 @@ from huey.api import Task
 from handlers.converter import build_converter
 from handlers.pipeline import JobContext, process_file
 from watcher import inflight
+from watcher.cluster import open_leases
+from watcher.queue import Queue
 from watcher.settings import Settings, job_policy, open_ledger
-
-if TYPE_CHECKING:
-    from watcher.queue import Queue
 
 log = structlog.get_logger("hotfolder.worker")
 BUSY_DELAY = 5.0  # seconds before a job whose file another worker holds is tried again
@@ -25,9 +22,9 @@ BUSY_DELAY = 5.0  # seconds before a job whose file another worker holds is trie
 class Worker:
     """Built in the consumer before fork; `start` runs in each worker process after it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, queue: Queue) -> None:
         self.settings = settings
-        self.queue: Queue | None = None
+        self.queue = queue
         self.context: JobContext | None = None
 
     def start(self) -> None:
@@ -37,7 +34,7 @@ class Worker:
         self.context = JobContext(
             input_dir=self.settings.input_dir,
             ledger=open_ledger(self.settings),
-            locks_dir=self.settings.locks_dir,
+            leases=open_leases(self.settings),
             scratch_dir=self.settings.scratch_dir,
             options=options,
             converter=build_converter(options),
@@ -49,7 +46,7 @@ class Worker:
     def run(self, rel: str, task: Task | None = None) -> None:
         if self.context is None:
             self.start()
-        assert self.context is not None and self.queue is not None
+        assert self.context is not None
         priority = int(task.priority or 0) if task else 0
         workers_dir = self.settings.workers_dir
         inflight.mark_running(workers_dir, rel)
@@ -69,16 +66,15 @@ class Worker:
             self.requeue(rel, priority, self.context.policy.retry_delay(status.attempts))
 
     def requeue(self, rel: str, priority: int, delay: float) -> None:
-        assert self.queue is not None
         self.queue.enqueue(rel, priority, self.settings.queue.enqueue_timeout, delay=delay)
 
     def interrupted(self, signal: str, task: Task) -> None:
         """A stop cut the job short: put it back and show it as pending again."""
         rel = task.args[0]
         try:
-            self.queue.huey.enqueue(task)  # type: ignore[union-attr]
-        except sqlite3.OperationalError as exc:
-            # The sidecar stays non-terminal, so the reconciler enqueues it again.
+            self.queue.huey.enqueue(task)
+        except Exception as exc:  # any backend's error (a locked file, Redis down): the
+            # sidecar stays non-terminal, so the reconciler enqueues it again.
             log.error("job.requeue_failed", source=rel, error=str(exc))
         ledger = self.context.ledger if self.context else open_ledger(self.settings)
         status = ledger.read(rel)
