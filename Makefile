@@ -31,8 +31,10 @@ test-systemd: install
 		apt-get install -y -q systemd-container debootstrap >/dev/null
 	$(BIN)/python -m pytest -m systemd --timeout 3600 -s tests/systemd
 
+# The benchmark harness (not part of `make test`): `make bench`, or `make bench ARGS=--quick`
+# for a short run. Results go to tests/bench/results/.
 bench: install
-	$(BIN)/python tests/bench/bench_cli.py
+	$(BIN)/python tests/bench/harness.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info

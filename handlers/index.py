@@ -4,7 +4,9 @@ them (`sync`) whenever it may have drifted."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,6 +65,8 @@ def row_of(status: JobStatus) -> tuple[object, ...]:
 class JobIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
+        # (pid, thread) -> (connection, inode of the file it opened)
+        self.connections: dict[tuple[int, int], tuple[sqlite3.Connection, int]] = {}
         self.rebuilt = False  # True when a damaged index was replaced: refill it
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -92,13 +96,28 @@ class JobIndex:
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        """This thread's connection, opened once (opening one per call cost a worker more
+        than converting a small file). Reopened when the file was replaced (a damaged index
+        set aside by another process) or after an error."""
+        key = (os.getpid(), threading.get_ident())
         try:
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            inode = None
+        cached = self.connections.get(key)
+        if cached is None or cached[1] != inode or inode is None:
+            if cached is not None:
+                cached[0].close()
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             db.execute("pragma journal_mode=wal")
             db.execute("pragma synchronous=normal")  # a cache: losing the last write is fine
-            yield db
-        finally:
-            db.close()
+            cached = self.connections[key] = (db, os.stat(self.path).st_ino)
+        try:
+            yield cached[0]
+        except BaseException:
+            self.connections.pop(key, None)
+            cached[0].close()  # and with it any transaction left open
+            raise
 
     def upsert(self, statuses: Iterable[JobStatus]) -> None:
         """Insert or update rows; a row is never replaced by an older version of itself

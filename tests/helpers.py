@@ -112,6 +112,7 @@ class Daemon:
     faults: str = ""
     wrap: list[str] = field(default_factory=list)  # argv prefix: a "host" (namespaces)
     session: bool = False  # a process group of its own, as a separate host would be
+    quick: bool = True  # the tests' short settle and poll times; False: the shipped defaults
     process: subprocess.Popen[bytes] | None = None
     log_file: Path | None = None
     tree: list[int] = field(default_factory=list)
@@ -130,13 +131,14 @@ class Daemon:
 
     def write_config(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        base = {
-            "watch": {"settle_seconds": 0.5},
-            "workers": {"count": 2, "poll_max_delay": 0.25, "shutdown_timeout": 20},
-            "jobs": {"retry_backoff": 0.5, "reconcile_interval": 1.0},
-            "conversion": {"progress_interval": 0.2},
-            "log": {"format": "json"},
-        }
+        base: dict[str, dict[str, object]] = {"log": {"format": "json"}}
+        if self.quick:
+            base |= {
+                "watch": {"settle_seconds": 0.5},
+                "workers": {"count": 2, "poll_max_delay": 0.25, "shutdown_timeout": 20},
+                "jobs": {"retry_backoff": 0.5, "reconcile_interval": 1.0},
+                "conversion": {"progress_interval": 0.2},
+            }
         for section, values in self.config.items():
             base.setdefault(section, {}).update(values)
         lines = []

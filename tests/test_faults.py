@@ -78,6 +78,8 @@ def test_kill9_one_worker_child_mid_job(make_daemon) -> None:
     assert final["state"] == "completed" and final["attempts"] == 2, final
     assert final["worker"] != status["worker"]
     assert [e["source"] for e in daemon.events("job.worker_lost")] == ["slow.docx"]
+    assert "died, restarting" in daemon.log()  # a real death keeps huey's warning
+    assert not daemon.events("worker.recycled")
     assert_accounted(daemon, ["slow.docx"])
     assert daemon.stop() == 0
 

@@ -70,6 +70,9 @@ def test_limits_partial_results_and_worker_recycling(make_daemon) -> None:
         assert daemon.wait_terminal(f"c{i}.csv")["state"] == "completed"
     workers = {s["worker"] for s in (daemon.sidecar(f"c{i}.csv") for i in range(4))}
     assert len(workers) >= 2, workers  # one worker process, replaced every two jobs
+    wait_for(lambda: daemon.events("worker.recycled"), 10, "the recycle to be logged")
+    assert all(e["level"] == "info" for e in daemon.events("worker.recycled"))
+    assert "died, restarting" not in daemon.log()  # a planned recycle is not a death
     assert daemon.stop() == 0
 
 

@@ -122,3 +122,28 @@ def test_rescans_do_not_restart_the_quiet_period(tmp_path: Path) -> None:
     assert settled and set(settled) == {tmp_path / "still.pdf"}
     stop.set()
     thread.join(5)
+
+
+def test_a_file_closed_by_its_writer_settles_sooner_than_one_still_open(tmp_path: Path) -> None:
+    settled: list[str] = []
+    rules = IgnoreRules(tmp_path, [], [])
+    tracker = SettleTracker(
+        4.0, rules, lambda path, queued: settled.append(path.name), closed_settle=0.1
+    )
+    stop, thread = run_tracker(tracker)
+    observer = start_observer(WatchConfig(observer="native"), tmp_path, Handoff(tracker, rules))
+    try:
+        with (tmp_path / "open.pdf").open("wb") as still_open:
+            still_open.write(b"%PDF-1.4 first part")
+            still_open.flush()
+            (tmp_path / "closed.pdf").write_bytes(b"%PDF-1.4 whole")  # opened, written, closed
+            wait_for(lambda: settled, 3, "the closed file")  # well inside the 4 s settle
+            assert settled == ["closed.pdf"]  # the open one still waits its full settle
+            still_open.write(b" and the rest")
+        wait_for(lambda: len(settled) == 2, 3, "the file once closed")
+        assert settled == ["closed.pdf", "open.pdf"]
+    finally:
+        observer.stop()
+        observer.join(5)
+        stop.set()
+        thread.join(5)

@@ -6,7 +6,9 @@ import signal
 
 import structlog
 from huey.consumer import Consumer
+from huey.consumer import Worker as HueyWorker
 
+from watcher.doorbell import Doorbell
 from watcher.notify import Notifier
 from watcher.orphans import die_with_parent
 from watcher.queue import build_queue
@@ -43,8 +45,11 @@ def run_work(settings: Settings) -> int:
     # systemd sends) must be graceful too; `KillMode=mixed` keeps it away from the workers.
     consumer._signal_actions[signal.SIGTERM] = (False, True)
     bind_children(consumer)
+    bell = getattr(queue.huey, "bell", None)
+    if bell is not None:
+        answer_the_bell(consumer, bell)
     notifier = Notifier()
-    announce_stop(consumer, notifier)
+    announce_stop(consumer, notifier, bell)
     guard = WorkerGuard(settings, queue, consumer, notifier)
     guard.install()
     guard.recover_stale()
@@ -70,13 +75,38 @@ def bind_children(consumer: Consumer) -> None:
     consumer.environment.init_child = init_bound_child  # type: ignore[method-assign]
 
 
-def announce_stop(consumer: Consumer, notifier: Notifier) -> None:
+def answer_the_bell(consumer: Consumer, bell: Doorbell) -> None:
+    """An idle worker waits for the doorbell (a task enqueued, or a stop) rather than
+    sleeping through its poll interval; with no ring it polls as huey would. For the
+    workers huey has made (not yet started) and those it makes later."""
+
+    def answering(worker: HueyWorker) -> HueyWorker:
+        def doze() -> None:
+            worker.delay = min(worker.delay, worker.max_delay)
+            if bell.wait(worker.delay):
+                worker.delay = worker.default_delay
+            else:
+                worker.delay *= worker.backoff
+
+        worker.sleep = doze  # type: ignore[method-assign]
+        return worker
+
+    for worker, _ in consumer.worker_threads:
+        answering(worker)
+    create = consumer._create_worker
+    consumer._create_worker = lambda: answering(create())  # type: ignore[method-assign]
+
+
+def announce_stop(consumer: Consumer, notifier: Notifier, bell: Doorbell | None) -> None:
     """STOPPING=1 as soon as huey begins to stop (its graceful wait for running jobs can take
-    workers.shutdown_timeout), not once it is done."""
+    workers.shutdown_timeout), not once it is done; idle workers are woken to see it."""
     stop = consumer.stop
 
     def stopping(graceful: bool = False) -> None:
         notifier.stopping()
+        if bell is not None:
+            consumer.stop_flag.set()
+            bell.ring()
         stop(graceful)
 
     consumer.stop = stopping  # type: ignore[method-assign]

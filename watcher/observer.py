@@ -37,11 +37,17 @@ class Tracked:
     signature: tuple[int, int] | None
     since: float
     queued: frozenset[str] | None
+    closed: bool = False  # its writer closed it (inotify) or moved it in: written whole
 
 
 class SettleTracker:
     """Tracks files until they are stable; no give-up counter, a changing file is just
-    tracked longer. Directories (moved-in folders, the startup scan) are expanded here."""
+    tracked longer. Directories (moved-in folders, the startup scan) are expanded here.
+
+    A file is taken in once its size and mtime have not changed for `settle_seconds` since
+    its last event, or for only `closed_settle` when that event said its writer closed it
+    or moved it in (inotify's IN_CLOSE_WRITE and IN_MOVED_TO; polling sees neither). The
+    thread sleeps until the next file is due or an event arrives, not in fixed ticks."""
 
     def __init__(
         self,
@@ -49,23 +55,33 @@ class SettleTracker:
         rules: IgnoreRules,
         on_settled: Settled,
         skips: Skips | None = None,
+        closed_settle: float | None = None,
     ) -> None:
         self.settle_seconds = settle_seconds
+        self.closed_settle = min(
+            settle_seconds, settle_seconds if closed_settle is None else closed_settle
+        )
         self.rules = rules
         self.on_settled = on_settled
         self.skips = skips or Skips()
-        self.inbox: queue.SimpleQueue[tuple[Path, frozenset[str] | None]] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[tuple[Path, frozenset[str] | None, bool]] = (
+            queue.SimpleQueue()
+        )
         self.tracked: dict[Path, Tracked] = {}
-        self.tick = min(max(settle_seconds / 4, 0.05), 0.25)
+        self.tick = 0.25  # the longest sleep: how soon a stop is seen
+        self.wake = threading.Event()
         self.lock = threading.Lock()
         self.notified = 0  # paths put in the inbox
         self.handled = 0  # paths taken out and expanded (the inbox is first in, first out)
 
-    def notify(self, path: Path, queued: frozenset[str] | None = None) -> None:
+    def notify(
+        self, path: Path, queued: frozenset[str] | None = None, closed: bool = False
+    ) -> None:
         """Thread-safe and cheap: called from the observer thread."""
         with self.lock:
             self.notified += 1
-            self.inbox.put((path, queued))
+            self.inbox.put((path, queued, closed))
+        self.wake.set()
 
     def wait_drained(self, stop: threading.Event) -> None:
         """Until every path notified so far is expanded (later ones are not waited for)."""
@@ -75,20 +91,30 @@ class SettleTracker:
             pass
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.wait(self.tick):
+        while not stop.is_set():
+            self.wake.clear()  # before draining: an event after this wakes the wait below
             self.drain()
             self.check(time.monotonic())
+            self.wake.wait(self.pause(time.monotonic()))
+
+    def quiet(self, entry: Tracked) -> float:
+        return self.closed_settle if entry.closed else self.settle_seconds
+
+    def pause(self, now: float) -> float:
+        """Until the next tracked file is due, at most `tick`."""
+        due = min((e.since + self.quiet(e) for e in self.tracked.values()), default=now + 1)
+        return min(max(due - now, 0.0), self.tick)
 
     def drain(self) -> None:
         while True:
             try:
-                path, queued = self.inbox.get_nowait()
+                path, queued, closed = self.inbox.get_nowait()
             except queue.Empty:
                 return
-            self.expand(path, queued)
+            self.expand(path, queued, closed)
             self.handled += 1
 
-    def expand(self, path: Path, queued: frozenset[str] | None) -> None:
+    def expand(self, path: Path, queued: frozenset[str] | None, closed: bool = False) -> None:
         """Track a file, or every file under a folder. Links are never followed, and a path
         that cannot be looked at or listed is logged once and passed over: never raised."""
         info = self.skips.lstat(path)
@@ -96,27 +122,41 @@ class SettleTracker:
             return
         if stat.S_ISDIR(info.st_mode):
             for file in self.rules.walk(path, self.skips.walk_error):
-                self.track(file, queued)
+                self.track(file, queued, closed)
         else:
-            self.track(path, queued)
+            self.track(path, queued, closed, (info.st_size, info.st_mtime_ns))
 
-    def track(self, path: Path, queued: frozenset[str] | None) -> None:
+    def track(
+        self,
+        path: Path,
+        queued: frozenset[str] | None,
+        closed: bool = False,
+        signature: tuple[int, int] | None = None,
+    ) -> None:
         previous = self.tracked.get(path)
         if previous and queued is not None:
             return  # a rescan meets a file already being watched: its clock keeps running
         if previous and previous.queued is None:
             queued = None  # a live event since the scan: treat it as new activity
-        # Every event restarts the quiet period.
-        self.tracked[path] = Tracked(None, time.monotonic(), queued)
+        # Every event restarts the quiet period, from what the file is now.
+        signature = signature or self.signature(path)
+        if signature is None:
+            self.tracked.pop(path, None)  # gone already, or unusable (logged once)
+            return
+        self.tracked[path] = Tracked(signature, time.monotonic(), queued, closed)
 
     def check(self, now: float) -> None:
+        """Hand on each file that is due and unchanged; one that changed without an event
+        (a writer on another host) waits its full settle time again."""
         for path, entry in list(self.tracked.items()):
+            if now < entry.since + self.quiet(entry):
+                continue
             signature = self.signature(path)
             if signature is None:
                 del self.tracked[path]  # gone before it settled, or unusable (logged once)
             elif signature != entry.signature:
-                entry.signature, entry.since = signature, now
-            elif now - entry.since >= self.settle_seconds:
+                entry.signature, entry.since, entry.closed = signature, now, False
+            else:
                 del self.tracked[path]
                 self.hand_on(path, entry.queued)
 
@@ -152,7 +192,8 @@ class Handoff(FileSystemEventHandler):
             raw = event.dest_path if event.event_type == "moved" else event.src_path
             path = Path(os.fsdecode(raw))
             if not self.rules.ignored(path):
-                self.tracker.notify(path)
+                # Closed after writing, or renamed into place: written whole.
+                self.tracker.notify(path, closed=event.event_type in ("closed", "moved"))
         except Exception:  # per-event boundary, see the class docstring
             log.exception("watch.event_failed", event=repr(event))
 

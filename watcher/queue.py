@@ -22,6 +22,7 @@ from huey.signals import SIGNAL_INTERRUPTED
 
 from handlers.atomic import set_aside
 from handlers.lease import exclusive
+from watcher.doorbell import Doorbell
 from watcher.settings import Settings
 
 TASK_NAME = "hotfolder.convert"  # stored as "watcher.queue.hotfolder.convert"
@@ -38,6 +39,8 @@ class Runner(Protocol):
 
     def interrupted(self, signal: str, task: Task) -> None: ...
 
+    def stop(self) -> None: ...
+
 
 @dataclass
 class Queue:
@@ -47,10 +50,11 @@ class Queue:
     handler: Callable[[str, Task | None], None] | None = None
 
     def serve(self, worker: Runner) -> None:
-        """Run tasks in this process with `worker`: its start-up hook runs in each worker
-        process, its `interrupted` puts back a task a stop cut short."""
+        """Run tasks in this process with `worker`: its start-up and shutdown hooks run in
+        each worker process, its `interrupted` puts back a task a stop cut short."""
         self.handler = worker.run
         self.huey.on_startup()(worker.start)
+        self.huey.on_shutdown()(worker.stop)
         self.huey.signal(SIGNAL_INTERRUPTED)(worker.interrupted)
 
     def enqueue(self, rel: str, priority: int, timeout: float, delay: float = 0) -> None:
@@ -109,7 +113,7 @@ def build_queue(settings: Settings, repair: bool = True) -> Queue:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         if repair:
             repair_queue(queue_file(settings))
-        huey = SqliteHuey(
+        huey = RingingSqliteHuey(
             QUEUE_NAME,
             filename=str(queue_file(settings)),
             results=False,
@@ -117,6 +121,7 @@ def build_queue(settings: Settings, repair: bool = True) -> Queue:
             timeout=10,
             utc=True,
         )
+        huey.bell = Doorbell(settings.state_dir / "queue.bell")
 
     def convert(rel: str, task: Task | None = None) -> None:
         if queue.handler is None:
@@ -125,6 +130,19 @@ def build_queue(settings: Settings, repair: bool = True) -> Queue:
 
     queue = Queue(huey, huey.task(name=TASK_NAME, context=True)(convert))
     return queue
+
+
+class RingingSqliteHuey(SqliteHuey):
+    """huey's SQLite storage that rings this host's doorbell on every enqueue (ours, the
+    scheduler's moves of due retries, a stop's put-backs): an idle worker starts the task
+    at once instead of at its next poll. Redis needs none: its dequeue blocks."""
+
+    bell: Doorbell
+
+    def enqueue(self, task: Task) -> object:
+        result = super().enqueue(task)
+        self.bell.ring()
+        return result
 
 
 def repair_queue(path: Path) -> None:

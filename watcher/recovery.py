@@ -3,6 +3,7 @@ the reconciler (a `processing` sidecar whose file lock is free), and retried or 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -24,6 +25,7 @@ from watcher.heartbeat import Heartbeat, pid_exists
 from watcher.notify import Notifier
 from watcher.queue import Queue
 from watcher.settings import Settings, job_policy, open_ledger
+from watcher.worker import RECYCLED
 
 log = structlog.get_logger("hotfolder.recovery")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -76,6 +78,8 @@ class WorkerGuard:
         self.consumer = consumer
         self.notifier = notifier
         self.killed: dict[int, str] = {}  # pid -> why it was killed
+        self.recycled: set[int] = set()  # numbers of the workers that just ended a recycle
+        self.max_tasks = settings.workers.max_tasks_per_worker
         self.heartbeat = Heartbeat(settings, "work")
         self.ledger = open_ledger(settings)
         self.leases = open_leases(settings)
@@ -86,13 +90,28 @@ class WorkerGuard:
         def guarded() -> bool:
             self.beat()
             self.police()
-            dead = [proc.pid for _, proc in self.consumer.worker_threads if not proc.is_alive()]
+            dead = [
+                (number, proc)
+                for number, (_, proc) in enumerate(self.consumer.worker_threads, 1)
+                if not proc.is_alive()
+            ]
+            self.recycled = {number for number, proc in dead if proc.exitcode == RECYCLED}
+            for number, proc in dead:
+                if number in self.recycled:
+                    log.info("worker.recycled", pid=proc.pid, after_tasks=self.max_tasks)
             healthy = check()
-            for pid in dead:
-                self.recover_pid(pid)
+            for _, proc in dead:
+                self.recover_pid(proc.pid)
             return healthy
 
         self.consumer.check_worker_health = guarded  # type: ignore[method-assign]
+        logging.getLogger("huey.consumer").addFilter(self.planned)
+
+    def planned(self, record: logging.LogRecord) -> bool:
+        """Drops huey's "Worker N died, restarting." for a planned recycle (logged above as
+        `worker.recycled`, at info level); a real death keeps its warning."""
+        died = record.msg == "Worker %d died, restarting."
+        return not (died and record.args and record.args[0] in self.recycled)
 
     def beat(self) -> None:
         """Liveness, for `hotfolder status` and for systemd (READY once the workers run,

@@ -40,6 +40,7 @@ class WatchConfig(Section):
     observer: Literal["auto", "native", "polling"] = "auto"
     polling_interval: float = Field(2.0, gt=0)
     settle_seconds: float = Field(2.0, ge=0)
+    closed_settle_seconds: float = Field(0.5, ge=0)
     recursive: bool = True
     ignore: list[str] = []
 

@@ -39,7 +39,13 @@ def run_watch(settings: Settings) -> int:
     skips = Skips()
     intake = Intake(settings, queue, open_ledger(settings), skips)
     rules = IgnoreRules.of(settings)
-    tracker = SettleTracker(settings.watch.settle_seconds, rules, intake.submit, skips)
+    tracker = SettleTracker(
+        settings.watch.settle_seconds,
+        rules,
+        intake.submit,
+        skips,
+        closed_settle=settings.watch.closed_settle_seconds,
+    )
     tracker_thread = threading.Thread(target=tracker.run, args=(stop,), name="settle", daemon=True)
     tracker_thread.start()
     observer = start_observer(settings.watch, settings.input_dir, Handoff(tracker, rules))

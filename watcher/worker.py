@@ -16,6 +16,9 @@ from watcher.queue import Queue
 from watcher.settings import Settings, job_policy, open_ledger
 
 log = structlog.get_logger("hotfolder.worker")
+# The exit status of a worker process that ends after workers.max_tasks_per_worker tasks,
+# so the consumer tells a planned recycle from a death (huey logs both as "died").
+RECYCLED = 75
 BUSY_DELAY = 5.0  # seconds before a job whose file another worker holds is tried again
 
 
@@ -26,6 +29,7 @@ class Worker:
         self.settings = settings
         self.queue = queue
         self.context: JobContext | None = None
+        self.taken = 0  # tasks this process has run
 
     def start(self) -> None:
         # Offline machines must fail a model download at once instead of hanging on it.
@@ -44,6 +48,7 @@ class Worker:
         log.info("worker.ready", pid=os.getpid())
 
     def run(self, rel: str, task: Task | None = None) -> None:
+        self.taken += 1
         if self.context is None:
             self.start()
         assert self.context is not None
@@ -64,6 +69,13 @@ class Worker:
             self.requeue(rel, priority, BUSY_DELAY)
         elif status.state == "pending":
             self.requeue(rel, priority, self.context.policy.retry_delay(status.attempts))
+
+    def stop(self) -> None:
+        """huey's shutdown hook in each worker process: after its last task before a
+        recycle, exit with RECYCLED (huey catches Exception, not SystemExit)."""
+        limit = self.settings.workers.max_tasks_per_worker
+        if limit and self.taken >= limit:
+            raise SystemExit(RECYCLED)
 
     def requeue(self, rel: str, priority: int, delay: float) -> None:
         self.queue.enqueue(rel, priority, self.settings.queue.enqueue_timeout, delay=delay)

@@ -50,15 +50,12 @@ def timed(argv: list[str], runs: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=100_000)
-    parser.add_argument("--runs", type=int, default=5)
-    args = parser.parse_args()
+def measure(jobs: int, runs: int) -> list[tuple[str, float]]:
+    """(what, median seconds) for each row of the table."""
     with tempfile.TemporaryDirectory(prefix="hotfolder-bench-") as tmp:
         root = Path(tmp)
         (root / "config.toml").write_text("")
-        some_id = make_sidecars(root / "output", args.jobs)
+        some_id = make_sidecars(root / "output", jobs)
         index = JobIndex(root / "state" / "index.db")
         ledger = Ledger(root / "output", index)
         started = time.perf_counter()
@@ -71,24 +68,31 @@ def main() -> None:
         index.sync(statuses, since="9999")
         idle_sync_s = time.perf_counter() - started
         cli = [sys.executable, "-m", "watcher.cli", "--config", str(root / "config.toml")]
-        rows = [
+        return [
             ("reconciler: read every sidecar", read_s),
             ("reconciler: index sync, empty index", first_sync_s),
             ("reconciler: index sync, nothing changed", idle_sync_s),
-            ("`hotfolder status --json`", timed([*cli, "status", "--json"], args.runs)),
-            ("`hotfolder jobs` (50 newest)", timed([*cli, "jobs"], args.runs)),
+            ("`hotfolder status --json`", timed([*cli, "status", "--json"], runs)),
+            ("`hotfolder jobs` (50 newest)", timed([*cli, "jobs"], runs)),
             (
                 "`hotfolder jobs --state failed --limit 1000`",
-                timed([*cli, "jobs", "--state", "failed", "--limit", "1000"], args.runs),
+                timed([*cli, "jobs", "--state", "failed", "--limit", "1000"], runs),
             ),
-            ("`hotfolder show <8-char id prefix>`", timed([*cli, "show", some_id[:8]], args.runs)),
+            ("`hotfolder show <8-char id prefix>`", timed([*cli, "show", some_id[:8]], runs)),
             (
                 "`python -c pass` (interpreter start, for reference)",
-                timed([sys.executable, "-c", "pass"], args.runs),
+                timed([sys.executable, "-c", "pass"], runs),
             ),
         ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
     print(f"| {args.jobs:,} jobs | seconds |\n|---|---|")
-    for name, seconds in rows:
+    for name, seconds in measure(args.jobs, args.runs):
         print(f"| {name} | {seconds:.3f} |")
 
 

@@ -1,0 +1,82 @@
+"""The in-process floor: docling's DocumentConverter, built as hotfolder builds it, converting
+the files in `procs` processes and writing the same outputs (Markdown and JSON), with no
+queue, no sidecars, no watching. What any service around docling must at least spend.
+
+    python tests/bench/floor.py --procs 2 --out DIR FILE... > result.json
+
+Prints JSON: `warm_s` (the conversions alone, converters already built in every process),
+`warm_cpu_s` (their CPU time) and `failed`. The caller times the whole command for the cold
+floor (interpreter start, imports and converter build included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+CONVERTER = None
+BARRIER = None
+
+
+def warm(threads: int, ocr: str, barrier: object) -> None:
+    global CONVERTER, BARRIER
+    from handlers.converter import ConversionOptions, build_converter
+
+    CONVERTER = build_converter(ConversionOptions(ocr=ocr, ocr_threads=threads))
+    BARRIER = barrier
+
+
+def meet(_: int) -> None:
+    """Returns once every process is here, so all of them have built their converter."""
+    BARRIER.wait()  # type: ignore[attr-defined]
+
+
+def convert(job: tuple[str, str]) -> tuple[float, bool]:
+    """Convert one file and write its outputs; returns (CPU seconds, converted)."""
+    from handlers.outputs import render
+
+    source, target = job
+    started = time.process_time()
+    result = CONVERTER.convert(source, raises_on_error=False)  # type: ignore[attr-defined]
+    ok = result.status.name in ("SUCCESS", "PARTIAL_SUCCESS")
+    if ok:
+        for fmt in ("md", "json"):
+            Path(f"{target}.{fmt}").write_text(render(result.document, fmt))
+    return time.process_time() - started, ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--procs", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--ocr", choices=["auto", "off", "force"], default="auto")
+    parser.add_argument("files", nargs="+")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs = [(f, str(args.out / f"{n:05d}-{Path(f).name}")) for n, f in enumerate(args.files)]
+    # hotfolder shares the cores among its workers for OCR threads; so does the floor.
+    threads = max(1, len(os.sched_getaffinity(0)) // args.procs)
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(args.procs)
+    with context.Pool(args.procs, initializer=warm, initargs=(threads, args.ocr, barrier)) as pool:
+        pool.map(meet, range(args.procs), chunksize=1)
+        started = time.perf_counter()
+        done = pool.map(convert, jobs, chunksize=1)
+        warm_s = time.perf_counter() - started
+    print(
+        json.dumps(
+            {
+                "warm_s": warm_s,
+                "warm_cpu_s": sum(cpu for cpu, _ in done),
+                "failed": sum(not ok for _, ok in done),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

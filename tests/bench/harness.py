@@ -1,0 +1,521 @@
+"""`make bench`: hotfolder measured against what a user would otherwise run, on the same
+files, in one run. Results go to tests/bench/results/ (JSON with the machine's facts, a
+Markdown table, a PNG chart); the README shows the latest.
+
+    .venv/bin/python tests/bench/harness.py [--quick] [--reps N] [--only SECTION ...]
+
+Sections (each a function below; `--only` picks some):
+  batch     the offline corpus: hotfolder ready and cold against the in-process floor (warm
+            and cold) and the `docling` CLI
+  overhead  tiny files through one worker: CPU per job beyond the floor's, jobs/s, syscalls
+            per job (strace), and one worker's RSS over the run
+  latency   drop-to-completed on a daemon idle for a minute, settle subtracted; idle CPU
+  burst     10,000 tiny files at once: intake and completion rates, watcher peak RSS, lost
+            and duplicated
+  (memory)  RSS of each process idle (from `latency`) and after the batch (from `batch`),
+            and one worker's over the tiny jobs (from `overhead`)
+  ocr       the corpus scans: pages/s and word similarity, against OCRmyPDF with Tesseract
+            (installed by the harness) writing a text layer that docling then reads
+  cli       the operator commands at 100,000 sidecars
+
+Every daemon runs with the shipped defaults (config.toml), as `make run` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.bench import bench_cli, report  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    Daemon,
+    corpus,
+    descendants,
+    offline_rows,
+    wait_for,
+)
+
+PYTHON = sys.executable
+RESULTS = REPO / "tests" / "bench" / "results"
+TERMINAL = ("job.completed", "job.failed", "job.cancelled")
+# The shipped watch.closed_settle_seconds: the files here are written and closed locally.
+SETTLE = 0.5
+
+
+# ---------------------------------------------------------------- running hotfolder
+
+
+def stamp(event: dict) -> float:
+    return datetime.fromisoformat(event["timestamp"]).timestamp()
+
+
+def events(daemon: Daemon, names: tuple[str, ...]) -> list[dict]:
+    found = []
+    for line in daemon.log().splitlines():
+        if '"event": "' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("event") in names:
+            found.append(record)
+    return found
+
+
+def start(root: Path, config: dict | None = None, wrap: list[str] | None = None) -> Daemon:
+    """`hotfolder run` with the shipped defaults, returned once every worker is warm."""
+    daemon = Daemon(root=root, config=config or {}, quick=False, wrap=wrap or [])
+    daemon.start()
+    workers = int((config or {}).get("workers", {}).get("count", 0)) or len(os.sched_getaffinity(0))
+
+    beat = daemon.root / "state" / "heartbeats" / "work.json"
+
+    def ready() -> bool:
+        daemon.check_running()
+        log = daemon.log()
+        warm = log.count('"worker.ready"') >= workers and '"watch.started"' in log
+        return warm and beat.exists() and len(json.loads(beat.read_text())["workers"]) == workers
+
+    wait_for(ready, 300, "hotfolder to be ready", every=0.2)
+    return daemon
+
+
+def count_terminal(daemon: Daemon) -> int:
+    log = daemon.log()
+    return sum(log.count(f'"event": "{name}"') for name in TERMINAL)
+
+
+def wait_done(daemon: Daemon, count: int, timeout: float = 3600) -> None:
+    """Until `count` jobs ended, read from the log (cheap at any scale)."""
+
+    def done() -> bool:
+        daemon.check_running()
+        return count_terminal(daemon) >= count
+
+    wait_for(done, timeout, f"{count} jobs", every=0.25)
+
+
+def tree_pids(daemon: Daemon) -> dict[str, list[int]]:
+    """The processes of `hotfolder run`, by role, from their command lines and parents; the
+    consumer's children are its workers (from its heartbeat) and huey's scheduler."""
+    assert daemon.process is not None
+    roles: dict[str, list[int]] = {"run": [daemon.process.pid]}
+    beat = daemon.root / "state" / "heartbeats" / "work.json"
+    workers = set(json.loads(beat.read_text())["workers"]) if beat.exists() else set()
+    for pid in descendants(daemon.process.pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        role = argv[-2].decode() if len(argv) > 1 and not argv[-1] else ""
+        if role == "work" and parent != daemon.process.pid:
+            role = "worker" if pid in workers else "scheduler"
+        roles.setdefault(role, []).append(pid)
+    return roles
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def cpu_s(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def children_cpu() -> float:
+    """CPU seconds of every process this one has waited for (and theirs, recursively)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def drop_all(files: list[Path], input_dir: Path) -> list[str]:
+    names = []
+    input_dir.mkdir(parents=True, exist_ok=True)
+    for n, source in enumerate(files):
+        name = f"{n:05d}-{source.name}"
+        shutil.copyfile(source, input_dir / name)
+        names.append(name)
+    return names
+
+
+def tiny_files(folder: Path, count: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for n in range(count):
+        path = folder / f"note{n:05d}.md"
+        path.write_text(f"# Note {n}\n\nA tiny document, number {n}.\n")
+        files.append(path)
+    return files
+
+
+def floor(files: list[Path], procs: int, out: Path, ocr: str = "auto") -> dict:
+    """The in-process floor (floor.py); `cold_s` is the whole command, start-up included."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [PYTHON, str(REPO / "tests/bench/floor.py"), "--procs", str(procs), "--out", str(out)]
+        + ["--ocr", ocr, *map(str, files)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["cold_s"] = time.perf_counter() - started
+    return result
+
+
+def spread(values: list[float]) -> dict:
+    return {"min": min(values), "median": statistics.median(values), "runs": values}
+
+
+# ---------------------------------------------------------------- the sections
+
+
+def batch(tmp: Path, quick: bool, reps: int) -> dict:
+    rows = offline_rows()
+    if quick:
+        rows = rows[::4]
+    files = [corpus(row["file"]) for row in rows]
+    procs = len(os.sched_getaffinity(0))
+    runs: dict[str, list[float]] = {k: [] for k in ("floor_warm", "floor_cold", "ready", "cold")}
+    runs["docling_cli"] = []
+    failed: dict[str, int] = {}
+    after_batch: dict[str, float] = {}
+    for rep in range(reps):
+        result = floor(files, procs, tmp / f"floor{rep}")
+        runs["floor_warm"].append(result["warm_s"])
+        runs["floor_cold"].append(result["cold_s"])
+        failed["floor"] = result["failed"]
+
+        daemon = start(tmp / f"ready{rep}")
+        dropped = time.time()
+        drop_all(files, daemon.input)
+        wait_done(daemon, len(files))
+        runs["ready"].append(max(map(stamp, events(daemon, TERMINAL))) - dropped)
+        failed["hotfolder"] = len(events(daemon, ("job.failed",)))
+        if rep == 0:
+            after_batch = {
+                role: round(sum(rss_mb(p) for p in pids), 1)
+                for role, pids in tree_pids(daemon).items()
+            }
+        daemon.stop()
+
+        root = tmp / f"cold{rep}"
+        drop_all(files, root / "input")
+        started = time.time()
+        daemon = start(root)
+        wait_done(daemon, len(files))
+        runs["cold"].append(max(map(stamp, events(daemon, TERMINAL))) - started)
+        daemon.stop()
+
+        cli_s, cli_notes = docling_cli(files, tmp / f"cli{rep}")
+        runs["docling_cli"].append(cli_s)
+    floor_warm = statistics.median(runs["floor_warm"])
+    floor_cold = statistics.median(runs["floor_cold"])
+    return {
+        "files": len(files),
+        "processes": procs,
+        "seconds": {name: spread(values) for name, values in runs.items()},
+        "ratios": {
+            "ready / floor warm": statistics.median(runs["ready"]) / floor_warm,
+            "cold / floor cold": statistics.median(runs["cold"]) / floor_cold,
+            "docling CLI / hotfolder cold": statistics.median(runs["docling_cli"])
+            / statistics.median(runs["cold"]),
+        },
+        "failed": failed,
+        "docling_cli_notes": cli_notes,
+        "rss_after_batch_mb": after_batch,
+        "settle_s_included": SETTLE,
+    }
+
+
+def docling_cli(files: list[Path], out: Path) -> tuple[float, list[str]]:
+    """The `docling` CLI of the same docling, with the flags that give the same outputs:
+    PDFs through the native pipeline, everything else in a second call (one call cannot
+    mix `--pipeline native` with other formats), ODF left out (it aborts on it)."""
+    docling = str(Path(PYTHON).parent / "docling")
+    pdfs = [f for f in files if f.suffix.lower() == ".pdf"]
+    odf = [f for f in files if f.suffix.lower() in (".odt", ".ods", ".odp")]
+    rest = [f for f in files if f not in pdfs and f not in odf]
+    base = [docling, "convert", "--to", "md", "--to", "json", "--output", str(out), "-q"]
+    started = time.perf_counter()
+    for argv in ([*base, "--pipeline", "native", *map(str, pdfs)], [*base, *map(str, rest)]):
+        subprocess.run(argv, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    seconds = time.perf_counter() - started
+    notes = [f"left out: {', '.join(f.name for f in odf)} (ODF)"] if odf else []
+    return seconds, notes
+
+
+def overhead(tmp: Path, quick: bool, reps: int) -> dict:
+    count = 200 if quick else 1000
+    files = tiny_files(tmp / "tiny", count)
+    one = {"workers": {"count": 1, "max_tasks_per_worker": 0}}
+    result = floor(files, 1, tmp / "floor")
+
+    before = children_cpu()
+    start(tmp / "empty", one).stop()
+    empty_cpu = children_cpu() - before
+
+    before = children_cpu()
+    daemon = start(tmp / "full", one)
+    worker = tree_pids(daemon).get("worker", [0])[0]
+    samples = [(0, rss_mb(worker))]
+    dropped = time.time()
+    drop_all(files, daemon.input)
+    while (done := count_terminal(daemon)) < count:
+        daemon.check_running()
+        samples.append((done, rss_mb(worker)))
+        time.sleep(0.5)
+    samples.append((count, rss_mb(worker)))
+    ends = [stamp(e) for e in events(daemon, TERMINAL)]
+    daemon.stop()
+    full_cpu = children_cpu() - before
+    per_job_ms = ((full_cpu - empty_cpu) - result["warm_cpu_s"]) / count * 1000
+    return {
+        "files": count,
+        "workers": 1,
+        "cpu_per_job_ms": {
+            "hotfolder": (full_cpu - empty_cpu) / count * 1000,
+            "floor": result["warm_cpu_s"] / count * 1000,
+            "overhead": per_job_ms,
+        },
+        "jobs_per_s": count / (max(ends) - dropped),
+        "worker_rss_mb": {
+            "first": samples[0][1],
+            "max": max(s[1] for s in samples),
+            "last": samples[-1][1],
+            "samples": samples[:: max(1, len(samples) // 20)],
+        },
+        "syscalls_per_job": syscalls(tmp, 50 if quick else 300),
+    }
+
+
+SYSCALLS = {
+    "fsync": ("fsync",),
+    "fdatasync": ("fdatasync",),
+    "rename": ("rename", "renameat", "renameat2"),
+    "stat": ("stat", "lstat", "fstat", "newfstatat", "statx"),
+    "fcntl": ("fcntl", "flock"),
+    "openat": ("open", "openat"),
+    "all": (),
+}
+
+
+def strace_counts(root: Path, files: list[Path], count: int) -> Counter:
+    """Syscalls made by a whole `hotfolder run` that converts `files` (already in its input)."""
+    out = root / "strace.txt"
+    drop_all(files, root / "input")
+    daemon = Daemon(root=root, quick=False, wrap=["strace", "-f", "-c", "-o", str(out)])
+    daemon.start()
+    wait_for(lambda: count_terminal(daemon) >= count and daemon.log(), 600, "traced jobs", 0.5)
+    if not count:
+        wait_for(lambda: '"worker.ready"' in daemon.log(), 300, "a ready worker", 0.5)
+    assert daemon.process is not None
+    hotfolder = descendants(daemon.process.pid)[0]  # strace's child (setpriv execs in place)
+    os.kill(hotfolder, signal.SIGINT)
+    daemon.process.wait(120)
+    calls: Counter = Counter()
+    for line in out.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
+            calls[fields[-1]] = int(fields[3])
+    return calls
+
+
+def syscalls(tmp: Path, count: int) -> dict:
+    if not shutil.which("strace"):
+        return {"skipped": "strace is not installed"}
+    files = tiny_files(tmp / "traced", count)
+    empty = strace_counts(tmp / "strace0", [], 0)
+    full = strace_counts(tmp / "straceN", files, count)
+    result = {}
+    for name, calls in SYSCALLS.items():
+        pick = calls or tuple(full)
+        result[name] = round(sum(full[c] - empty[c] for c in pick) / count, 1)
+    result["jobs"] = count
+    return result
+
+
+def latency(tmp: Path, quick: bool, reps: int) -> dict:
+    idle_s, drops = (10, 5) if quick else (60, 30)
+    daemon = start(tmp / "latency")
+    pids = [p for group in tree_pids(daemon).values() for p in group]
+    idle_rss = {
+        role: [round(rss_mb(p), 1) for p in group] for role, group in tree_pids(daemon).items()
+    }
+    cpu_before = cpu_s(pids)
+    time.sleep(idle_s)
+    idle_cpu_per_min = (cpu_s(pids) - cpu_before) / idle_s * 60
+    waits, dropped_at = [], []
+    for n in range(drops):
+        name = f"drop{n:03d}.md"
+        dropped = time.time()
+        dropped_at.append(dropped)
+        (daemon.input / name).write_text(f"# Drop {n}\n\nOne small file.\n")
+        status = daemon.wait_state(name, ("completed", "failed"), timeout=120)
+        finished = datetime.fromisoformat(status["finished_at"]).timestamp()
+        waits.append(finished - dropped - SETTLE)
+        time.sleep(1 + (n % 3))  # the worker goes back to idle polling
+    daemon.stop()
+    at: dict[str, dict[str, float]] = {}
+    for event in events(daemon, ("job.pending", "job.started", "job.completed")):
+        at.setdefault(event["source"], {})[event["event"]] = stamp(event)
+    steps = {"taken in": [], "queued": [], "converted": []}
+    for name, dropped in zip(sorted(at), dropped_at, strict=True):
+        seen = at[name]
+        steps["taken in"].append(seen["job.pending"] - dropped - SETTLE)
+        steps["queued"].append(seen["job.started"] - seen["job.pending"])
+        steps["converted"].append(seen["job.completed"] - seen["job.started"])
+    waits.sort()
+    return {
+        "median_steps_s": {step: statistics.median(values) for step, values in steps.items()},
+        "drops": drops,
+        "idle_s_first": idle_s,
+        "beyond_settle_s": {
+            "p50": statistics.median(waits),
+            "p95": waits[min(len(waits) - 1, round(0.95 * (len(waits) - 1)))],
+            "max": waits[-1],
+        },
+        "idle_cpu_s_per_min": idle_cpu_per_min,
+        "idle_rss_mb": idle_rss,
+    }
+
+
+def burst(tmp: Path, quick: bool, reps: int) -> dict:
+    count = 1000 if quick else 10_000
+    daemon = start(tmp / "burst")
+    watcher = tree_pids(daemon)["watch"][0]
+    started = time.time()
+    for n in range(count):
+        (daemon.input / f"b{n:05d}.md").write_text(f"# Burst {n}\n\nA tiny document.\n")
+    written_s = time.time() - started
+    wait_done(daemon, count)
+    peak = rss_mb(watcher, "VmHWM")
+    pending = [stamp(e) for e in events(daemon, ("job.pending",))]
+    starts = Counter(e["source"] for e in events(daemon, ("job.started",)))
+    ends = [stamp(e) for e in events(daemon, TERMINAL)]
+    states = Counter(daemon.states().values())
+    daemon.stop()
+    return {
+        "files": count,
+        "write_files_per_s": count / written_s,
+        "intake_files_per_s": len(pending) / (max(pending) - min(pending)),
+        "jobs_per_s": len(ends) / (max(ends) - started),
+        "watcher_peak_rss_mb": peak,
+        "completed": states["completed"],
+        "lost": count - sum(states[s] for s in ("completed", "failed", "cancelled")),
+        "converted_twice": sum(1 for n in starts.values() if n > 1),
+    }
+
+
+def ocr(tmp: Path, quick: bool, reps: int) -> dict:
+    from tests.bench.ocr_compare import compare
+
+    return compare(tmp, quick)
+
+
+def cli(tmp: Path, quick: bool, reps: int) -> dict:
+    jobs = 10_000 if quick else 100_000
+    return {"jobs": jobs, "seconds": dict(bench_cli.measure(jobs, 3 if quick else 5))}
+
+
+SECTIONS: dict[str, Callable[[Path, bool, int], dict]] = {
+    "batch": batch,
+    "overhead": overhead,
+    "latency": latency,
+    "burst": burst,
+    "ocr": ocr,
+    "cli": cli,
+}
+
+
+# ---------------------------------------------------------------- the machine, the run
+
+
+def machine() -> dict:
+    cpu = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+    memory_kb = int(re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text())[1])
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {
+        "cpu": cpu[1] if cpu else platform.processor(),
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gib": round(memory_kb / 1024**2, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "docling_slim": version("docling-slim"),
+        "huey": version("huey"),
+        "hotfolder_commit": commit + ("+changes" if dirty else ""),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short version of every section")
+    parser.add_argument("--reps", type=int, default=0, help="repetitions (default 3, quick 1)")
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    reps = args.reps or (1 if args.quick else 3)
+    results: dict = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "reps": reps,
+        "machine": machine(),
+        "sections": {},
+    }
+    for name in args.only:
+        began = time.monotonic()
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(prefix=f"hotfolder-bench-{name}-") as tmp:
+            results["sections"][name] = SECTIONS[name](Path(tmp), args.quick, reps)
+        results["sections"][name]["took_s"] = round(time.monotonic() - began, 1)
+        print(f"bench: {name} took {time.monotonic() - began:.0f} s", file=sys.stderr)
+    written = report.write(results, args.out)
+    print((args.out / "latest.md").read_text())
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

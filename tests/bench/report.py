@@ -1,0 +1,236 @@
+"""The benchmark's results as files: `<time>.json` and `latest.json` (everything measured,
+with the machine's facts), `latest.md` (the tables the README shows) and `latest.png` (a
+chart of the main comparisons, drawn with Pillow, which docling already needs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def write(results: dict, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2)
+    moment = results["when"].replace(":", "").replace("+0000", "Z")
+    paths = [out / f"{moment}.json", out / "latest.json", out / "latest.md", out / "latest.png"]
+    paths[0].write_text(text)
+    paths[1].write_text(text)
+    paths[2].write_text(markdown(results))
+    chart(results, paths[3])
+    return paths
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [
+        f"Measured {results['when']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB,"
+        f" Linux {m['kernel']}, Python {m['python']}, docling-slim {m['docling_slim']},"
+        f" huey {m['huey']}, hotfolder {m['hotfolder_commit']};"
+        f" {results['reps']} repetition(s){', quick run' if results['quick'] else ''}.",
+    ]
+    sections = results["sections"]
+    for name, render in RENDERERS.items():
+        if name in sections:
+            lines += ["", *render(sections[name])]
+    if "latency" in sections or "batch" in sections or "overhead" in sections:
+        lines += ["", *memory(sections)]
+    return "\n".join(lines) + "\n"
+
+
+def batch(s: dict) -> list[str]:
+    runs = s["seconds"]
+    warm, cold = runs["floor_warm"]["median"], runs["floor_cold"]["median"]
+    rows = [
+        ("in-process floor, warm converters", "floor_warm", warm),
+        ("in-process floor, cold (start-up included)", "floor_cold", cold),
+        (
+            f"hotfolder, ready daemon (drop to last done, {s['settle_s_included']:g} s settle)",
+            "ready",
+            warm,
+        ),
+        ("hotfolder, cold start (files already in input/)", "cold", cold),
+        ("`docling` CLI, same docling (2 calls)", "docling_cli", cold),
+    ]
+    lines = [
+        f"**Batch**: {s['files']} offline corpus documents, {s['processes']} processes"
+        " (hotfolder: its default workers).",
+        "",
+        "| run | min s | median s | vs floor |",
+        "|---|---|---|---|",
+    ]
+    for label, key, base in rows:
+        r = runs[key]
+        lines.append(
+            f"| {label} | {r['min']:.1f} | {r['median']:.1f} | {r['median'] / base:.2f}x |"
+        )
+    notes = "; ".join(s["docling_cli_notes"])
+    lines += ["", f"Failed: {s['failed']}." + (f" docling CLI: {notes}." if notes else "")]
+    return lines
+
+
+def overhead(s: dict) -> list[str]:
+    cpu, calls = s["cpu_per_job_ms"], s["syscalls_per_job"]
+    lines = [
+        f"**Per-job overhead**: {s['files']} tiny Markdown files, 1 worker.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| CPU per job, hotfolder (all processes) | {cpu['hotfolder']:.1f} ms |",
+        f"| CPU per job, in-process floor | {cpu['floor']:.1f} ms |",
+        f"| overhead per job (the difference) | {cpu['overhead']:.1f} ms |",
+        f"| throughput, drop to last done | {s['jobs_per_s']:.0f} jobs/s |",
+    ]
+    if "skipped" not in calls:
+        names = ("fsync", "fdatasync", "rename", "stat", "fcntl", "openat", "all")
+        shown = ", ".join(f"{calls[n]:g} {n}" for n in names)
+        lines.append(f"| syscalls per job ({calls['jobs']} jobs, strace) | {shown} |")
+    return lines
+
+
+def latency(s: dict) -> list[str]:
+    w = s["beyond_settle_s"]
+    return [
+        f"**Latency**: {s['drops']} single drops into a daemon idle for {s['idle_s_first']} s;"
+        " drop to `completed`, settle time subtracted.",
+        "",
+        "| p50 | p95 | max | idle CPU |",
+        "|---|---|---|---|",
+        f"| {w['p50']:.2f} s | {w['p95']:.2f} s | {w['max']:.2f} s"
+        f" | {s['idle_cpu_s_per_min']:.2f} CPU-s/min |",
+        "",
+        "Median steps: "
+        + ", ".join(f"{step} {sec * 1000:.0f} ms" for step, sec in s["median_steps_s"].items())
+        + " (taken in: beyond the settle time, until the `pending` sidecar).",
+    ]
+
+
+def burst(s: dict) -> list[str]:
+    return [
+        f"**Burst**: {s['files']:,} tiny files written into input/ at once.",
+        "",
+        "| written | taken in | completed | watcher peak RSS | lost | converted twice |",
+        "|---|---|---|---|---|---|",
+        f"| {s['write_files_per_s']:.0f} files/s | {s['intake_files_per_s']:.0f} files/s"
+        f" | {s['jobs_per_s']:.0f} jobs/s | {s['watcher_peak_rss_mb']:.0f} MiB"
+        f" | {s['lost']} | {s['converted_twice']} |",
+    ]
+
+
+def ocr(s: dict) -> list[str]:
+    lines = [
+        f"**OCR**: {s['files']} corpus scans and photos, {s['pages']} pages.",
+        "",
+        "| engine | seconds | pages/s | word similarity to groundtruth (mean) |",
+        "|---|---|---|---|",
+    ]
+    for run in s["engines"]:
+        lines.append(
+            f"| {run['engine']} | {run['seconds']:.1f} | {run['pages_per_s']:.2f}"
+            f" | {run['similarity']:.2f} |"
+        )
+    if s.get("notes"):
+        lines += ["", "; ".join(s["notes"]) + "."]
+    return lines
+
+
+def cli(s: dict) -> list[str]:
+    lines = [
+        f"**Operator commands** at {s['jobs']:,} sidecars.",
+        "",
+        "| command | s |",
+        "|---|---|",
+    ]
+    lines += [f"| {what} | {sec:.3f} |" for what, sec in s["seconds"].items()]
+    return lines
+
+
+def memory(sections: dict) -> list[str]:
+    idle = sections.get("latency", {}).get("idle_rss_mb", {})
+    after = sections.get("batch", {}).get("rss_after_batch_mb", {})
+    lines = ["**Memory** (RSS, MiB).", "", "| process | idle | after the batch |", "|---|---|---|"]
+    for role in ("run", "watch", "work", "scheduler", "worker"):
+        shown = " + ".join(f"{v:.0f}" for v in idle.get(role, [])) or "-"
+        lines.append(f"| {role} | {shown} | {after.get(role, '-')} |")
+    worker = sections.get("overhead", {}).get("worker_rss_mb")
+    if worker:
+        files = sections["overhead"]["files"]
+        lines += [
+            "",
+            f"One worker over {files} tiny jobs (no recycling): {worker['first']:.0f} MiB at"
+            f" start, {worker['max']:.0f} MiB at most, {worker['last']:.0f} MiB at the end.",
+        ]
+    return lines
+
+
+RENDERERS = {
+    "batch": batch,
+    "overhead": overhead,
+    "latency": latency,
+    "burst": burst,
+    "ocr": ocr,
+    "cli": cli,
+}
+
+
+def panels(results: dict) -> list[tuple[str, list[tuple[str, float]], str]]:
+    found = []
+    sections = results["sections"]
+    if "batch" in sections:
+        runs = sections["batch"]["seconds"]
+        found.append(
+            (
+                f"Batch of {sections['batch']['files']} documents (median seconds)",
+                [
+                    ("floor, warm", runs["floor_warm"]["median"]),
+                    ("hotfolder, ready", runs["ready"]["median"]),
+                    ("floor, cold", runs["floor_cold"]["median"]),
+                    ("hotfolder, cold", runs["cold"]["median"]),
+                    ("docling CLI", runs["docling_cli"]["median"]),
+                ],
+                "s",
+            )
+        )
+    if "ocr" in sections:
+        found.append(
+            (
+                "OCR of the corpus scans (pages/s)",
+                [(r["engine"], r["pages_per_s"]) for r in sections["ocr"]["engines"]],
+                "p/s",
+            )
+        )
+    if "burst" in sections:
+        b = sections["burst"]
+        found.append(
+            (
+                f"Burst of {b['files']:,} tiny files (files/s)",
+                [("taken in", b["intake_files_per_s"]), ("completed", b["jobs_per_s"])],
+                "/s",
+            )
+        )
+    return found
+
+
+def chart(results: dict, target: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    groups = panels(results)
+    width, bar, gap, label_w = 900, 26, 8, 190
+    height = 20 + sum(40 + len(bars) * (bar + gap) for _, bars, _ in groups) + 10
+    image = Image.new("RGB", (width, max(height, 60)), "white")
+    draw = ImageDraw.Draw(image)
+    y = 20
+    colours = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2"]
+    for title, bars, unit in groups:
+        draw.text((10, y), title, fill="black")
+        y += 24
+        top = max(value for _, value in bars) or 1
+        for n, (label, value) in enumerate(bars):
+            length = int((width - label_w - 90) * value / top)
+            draw.text((10, y + 7), label, fill="black")
+            draw.rectangle(
+                (label_w, y, label_w + max(length, 1), y + bar), fill=colours[n % len(colours)]
+            )
+            draw.text((label_w + length + 6, y + 7), f"{value:.1f} {unit}", fill="black")
+            y += bar + gap
+        y += 16
+    image.save(target)
