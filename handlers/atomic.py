@@ -18,18 +18,19 @@ def file_mode() -> int:
 MODE = file_mode()  # read once at start-up: umask() cannot be read without setting it
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temp file in the same folder, fsync, then os.replace."""
-    write_all_atomic([(path, data)])
+def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write `data` to `path` through a temp file in the same folder, fsync (unless it need
+    not survive a crash: `durable` off), then os.replace."""
+    write_all_atomic([(path, data)], durable)
 
 
-def write_all_atomic(files: list[tuple[Path, bytes]]) -> None:
+def write_all_atomic(files: list[tuple[Path, bytes]], durable: bool = True) -> None:
     """Write every file to a temp file first; replace the targets only once all are on
     disk, so a full disk leaves the old set of files, never part of the new one."""
     temps: list[tuple[str, Path]] = []
     try:
         for path, data in files:
-            temps.append((stage(path, data), path))
+            temps.append((stage(path, data, durable), path))
         for temp, path in temps:
             os.replace(temp, path)
     finally:
@@ -38,7 +39,7 @@ def write_all_atomic(files: list[tuple[Path, bytes]]) -> None:
             Path(temp).unlink(missing_ok=True)
 
 
-def stage(path: Path, data: bytes) -> str:
+def stage(path: Path, data: bytes, durable: bool = True) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
     try:
@@ -46,7 +47,8 @@ def stage(path: Path, data: bytes) -> str:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

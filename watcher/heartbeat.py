@@ -38,7 +38,8 @@ class Heartbeat:
             "updated": now,
             **details,
         }
-        write_atomic(self.path, json.dumps(record).encode())
+        # Liveness only, rewritten every few seconds: not worth an fsync.
+        write_atomic(self.path, json.dumps(record).encode(), durable=False)
         publish_alive(self.settings, self.role, record)
 
     def stop(self) -> None:

@@ -47,7 +47,7 @@ class WatchConfig(Section):
 
 class WorkersConfig(Section):
     count: int = Field(0, ge=0)
-    poll_max_delay: float = Field(1.0, gt=0)
+    poll_max_delay: float = Field(5.0, gt=0)
     shutdown_timeout: float = Field(60.0, gt=0)
     max_tasks_per_worker: int = Field(200, ge=0)
     max_memory_mb: int = Field(0, ge=0)

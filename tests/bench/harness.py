@@ -264,20 +264,44 @@ def batch(tmp: Path, quick: bool, reps: int) -> dict:
     }
 
 
+DOCLING_VENV = Path(os.environ.get("HOTFOLDER_BENCH_TOOLS", "/var/tmp/hotfolder-bench"))
+DOCLING_VENV = DOCLING_VENV / "docling-venv"
+
+
+def docling_command() -> str:
+    """The full `docling` package's CLI, in a venv of its own: docling-slim's CLI (the one
+    hotfolder has) refuses to convert without PyTorch. Installed on first use, with the
+    docling release that matches hotfolder's docling-slim and the CPU PyTorch on this disk."""
+    command = DOCLING_VENV / "bin" / "docling"
+    if not command.exists():
+        subprocess.run([PYTHON, "-m", "venv", str(DOCLING_VENV)], check=True)
+        subprocess.run(
+            [str(DOCLING_VENV / "bin" / "pip"), "install", "-q"]
+            + [f"docling=={version('docling-slim')}", "torch==2.14.1", "torchvision==0.29.1"],
+            check=True,
+        )
+    return str(command)
+
+
 def docling_cli(files: list[Path], out: Path) -> tuple[float, list[str]]:
-    """The `docling` CLI of the same docling, with the flags that give the same outputs:
-    PDFs through the native pipeline, everything else in a second call (one call cannot
-    mix `--pipeline native` with other formats), ODF left out (it aborts on it)."""
-    docling = str(Path(PYTHON).parent / "docling")
+    """The `docling` CLI of the same docling release, with the flags that give the same
+    outputs: PDFs through the native pipeline, everything else in a second call (one call
+    cannot mix `--pipeline native` with other formats), ODF left out (the docling package
+    does not install odfdo, and the CLI aborts on it)."""
     pdfs = [f for f in files if f.suffix.lower() == ".pdf"]
     odf = [f for f in files if f.suffix.lower() in (".odt", ".ods", ".odp")]
     rest = [f for f in files if f not in pdfs and f not in odf]
-    base = [docling, "convert", "--to", "md", "--to", "json", "--output", str(out), "-q"]
+    base = [docling_command(), "convert", "--to", "md", "--to", "json", "--output", str(out)]
     started = time.perf_counter()
     for argv in ([*base, "--pipeline", "native", *map(str, pdfs)], [*base, *map(str, rest)]):
-        subprocess.run(argv, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        subprocess.run(
+            [*argv, "-q"], capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        )
     seconds = time.perf_counter() - started
-    notes = [f"left out: {', '.join(f.name for f in odf)} (ODF)"] if odf else []
+    converted = len(list(out.glob("*.md")))
+    notes = [f"converted {converted} of the {len(pdfs) + len(rest)} files it was given"]
+    if odf:
+        notes.append(f"left out: {', '.join(f.name for f in odf)} (ODF)")
     return seconds, notes
 
 
@@ -455,12 +479,7 @@ def cli(tmp: Path, quick: bool, reps: int) -> dict:
 
 
 SECTIONS: dict[str, Callable[[Path, bool, int], dict]] = {
-    "batch": batch,
-    "overhead": overhead,
-    "latency": latency,
-    "burst": burst,
-    "ocr": ocr,
-    "cli": cli,
+    f.__name__: f for f in (batch, overhead, latency, burst, ocr, cli)
 }
 
 

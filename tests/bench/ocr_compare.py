@@ -45,6 +45,14 @@ def similarity(markdown: Path, row: dict[str, str]) -> float | None:
     return word_similarity(markdown.read_text(), (corpus(row["groundtruth"])).read_text())
 
 
+def needs_plain_image(path: Path) -> bool:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+        return alpha or image.format == "WEBP"
+
+
 def ocrmypdf() -> str | None:
     """The ocrmypdf command, installed if missing; None (and why, printed) if it cannot be."""
     command = TOOLS / "ocrmypdf-venv" / "bin" / "ocrmypdf"
@@ -83,13 +91,14 @@ def with_tesseract(tmp: Path, rows: list[dict[str, str]], cores: int) -> dict:
     pdfs, notes, seconds = [], [], 0.0
     for row in rows:
         source = corpus(row["file"])
-        if source.suffix.lower() == ".webp":  # img2pdf cannot embed WebP: PNG first, untimed
+        if source.suffix.lower() in IMAGES and needs_plain_image(source):
+            # OCRmyPDF takes neither WebP nor an alpha channel: an RGB PNG first, untimed.
             from PIL import Image
 
             converted = tmp / f"{source.stem}.png"
-            Image.open(source).save(converted)
+            Image.open(source).convert("RGB").save(converted)
             source = converted
-            notes.append(f"{row['file']} given to OCRmyPDF as PNG")
+            notes.append(f"{row['file']} given to OCRmyPDF as an RGB PNG")
         target = tmp / f"{Path(row['file']).name}.pdf"
         argv = [command, "--force-ocr", "--output-type", "pdf", "--jobs", str(cores), "-q"]
         if source.suffix.lower() in IMAGES:

@@ -162,14 +162,7 @@ def memory(sections: dict) -> list[str]:
     return lines
 
 
-RENDERERS = {
-    "batch": batch,
-    "overhead": overhead,
-    "latency": latency,
-    "burst": burst,
-    "ocr": ocr,
-    "cli": cli,
-}
+RENDERERS = {f.__name__: f for f in (batch, overhead, latency, burst, ocr, cli)}
 
 
 def panels(results: dict) -> list[tuple[str, list[tuple[str, float]], str]]:
