@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -35,23 +36,23 @@ def spawn(config_file: Path, command: str) -> subprocess.Popen[bytes]:
 def run_all(settings: Settings) -> int:
     """Run both until a stop signal (exit 0) or until one of them exits (exit 1)."""
     assert settings.config_file is not None
-    stopping: list[int] = []
+    stopping = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        stopping.append(signum)
+        stopping.set()
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     children = {name: spawn(settings.config_file, name) for name in ("work", "watch")}
     log.info("run.started", pids={name: child.pid for name, child in children.items()})
     code = 0
-    while not stopping:
+    # A stop signal ends the wait at once; a child's exit is seen within a second.
+    while not stopping.wait(1.0):
         dead = [name for name, child in children.items() if child.poll() is not None]
         if dead:
             log.error("run.child_exited", child=dead[0], code=children[dead[0]].returncode)
             code = 1
             break
-        time.sleep(0.2)
     stop_children(children, settings.workers.shutdown_timeout + 10)
     log.info("run.stopped", code=code)
     return code

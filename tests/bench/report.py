@@ -187,7 +187,10 @@ def panels(results: dict) -> list[tuple[str, list[tuple[str, float]], str]]:
         found.append(
             (
                 "OCR of the corpus scans (pages/s)",
-                [(r["engine"], r["pages_per_s"]) for r in sections["ocr"]["engines"]],
+                [
+                    (r["engine"].split(",")[0].split(" (")[0], r["pages_per_s"])
+                    for r in sections["ocr"]["engines"]
+                ],
                 "p/s",
             )
         )
@@ -223,7 +226,10 @@ def chart(results: dict, target: Path) -> None:
             draw.rectangle(
                 (label_w, y, label_w + max(length, 1), y + bar), fill=colours[n % len(colours)]
             )
-            draw.text((label_w + length + 6, y + 7), f"{value:.1f} {unit}", fill="black")
+            shown = (
+                f"{value:.2f}" if value < 10 else f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+            )
+            draw.text((label_w + length + 6, y + 7), f"{shown} {unit}", fill="black")
             y += bar + gap
         y += 16
     image.save(target)
