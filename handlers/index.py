@@ -105,7 +105,7 @@ class JobIndex:
         except FileNotFoundError:
             inode = None
         cached = self.connections.get(key)
-        if cached is None or cached[1] != inode or inode is None:
+        if cached is None or cached[1] != inode:
             if cached is not None:
                 cached[0].close()
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None)

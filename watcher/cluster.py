@@ -166,14 +166,17 @@ class RedisLeases:
             log.warning("cluster.unreachable", error=str(exc))
             return False
 
+    def cancel_key(self, rel: str) -> str:
+        return f"{self.prefix}.cancel.{key_of(rel)}"
+
     def request_cancel(self, rel: str, job_id: str) -> None:
-        self.redis.set(f"{self.prefix}.cancel.{key_of(rel)}", job_id, ex=CANCEL_TTL)
+        self.redis.set(self.cancel_key(rel), job_id, ex=CANCEL_TTL)
 
     def cancel_requested(self, rel: str, job_id: str) -> bool:
         import redis
 
         try:
-            value = self.redis.get(f"{self.prefix}.cancel.{key_of(rel)}")
+            value = self.redis.get(self.cancel_key(rel))
         except redis.RedisError:
             return False  # asked again at the next progress point
         return value is not None and value.decode() == job_id
@@ -182,7 +185,7 @@ class RedisLeases:
         import redis
 
         try:
-            self.redis.delete(f"{self.prefix}.cancel.{key_of(rel)}")
+            self.redis.delete(self.cancel_key(rel))
         except redis.RedisError:
             pass  # a stale request names an ended job: it cancels nothing later
 
@@ -208,7 +211,10 @@ def publish_alive(settings: Settings, role: str, record: dict[str, object]) -> N
 
 
 def alive_hosts(settings: Settings) -> list[dict[str, object]]:
-    """The heartbeats of every host's processes that beat within ALIVE_TTL."""
+    """The heartbeats of every host's processes that beat within ALIVE_TTL (Redis only:
+    with one host there are none, and its heartbeat files say it all)."""
+    if settings.queue.backend != "redis":
+        return []
     redis = client(settings.queue.redis_url)
     found = []
     for key in redis.scan_iter(f"{prefix(settings)}.alive.*"):

@@ -80,11 +80,10 @@ def check_inotify(settings: Settings) -> list[Check]:
 
 
 def check_queue(settings: Settings) -> list[Check]:
+    from watcher.cluster import shown
     from watcher.queue import build_queue
 
     redis = settings.queue.backend == "redis"
-    from watcher.cluster import shown
-
     what = f"queue on Redis ({shown(settings.queue.redis_url)})" if redis else "queue database"
     try:
         depth = build_queue(settings, repair=False).depth()
@@ -146,14 +145,12 @@ def check_ocr(settings: Settings) -> list[Check]:
 def check_processes(settings: Settings) -> list[Check]:
     """A watcher and workers, on this host or, with Redis, on any host (a worker-only host
     has no watcher of its own)."""
-    elsewhere = {}
-    if settings.queue.backend == "redis":
-        from watcher.cluster import alive_hosts
+    from watcher.cluster import alive_hosts
 
-        try:
-            elsewhere = {beat["role"]: str(beat["host"]) for beat in alive_hosts(settings)}
-        except Exception:  # Redis down: the queue check says so
-            pass
+    try:
+        elsewhere = {beat["role"]: str(beat["host"]) for beat in alive_hosts(settings)}
+    except Exception:  # Redis down: the queue check says so
+        elsewhere = {}
     results = []
     for role, command in (("watch", "watcher"), ("work", "workers")):
         here = read_heartbeat(settings.state_dir, role)["alive"]

@@ -58,8 +58,8 @@ class SettleTracker:
         closed_settle: float | None = None,
     ) -> None:
         self.settle_seconds = settle_seconds
-        self.closed_settle = min(
-            settle_seconds, settle_seconds if closed_settle is None else closed_settle
+        self.closed_settle = (
+            settle_seconds if closed_settle is None else min(closed_settle, settle_seconds)
         )
         self.rules = rules
         self.on_settled = on_settled

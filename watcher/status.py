@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 
 from handlers.sidecar import now_iso
+from watcher.cluster import alive_hosts, shown
 from watcher.heartbeat import read_heartbeat
 from watcher.queue import build_queue, queue_file
 from watcher.settings import Settings, open_index
@@ -48,8 +49,6 @@ def collect(settings: Settings) -> dict[str, object]:
         queue_error = f"the queue database is damaged ({exc}); the daemon replaces it at start"
     except Exception as exc:  # the Redis queue cannot be reached (any of its errors)
         depth = scheduled = None
-        from watcher.cluster import shown
-
         queue_error = f"Redis at {shown(settings.queue.redis_url)} is down ({exc})"
     return {
         "states": {state: counts.get(state, 0) for state in STATES},
@@ -62,19 +61,10 @@ def collect(settings: Settings) -> dict[str, object]:
         "workers": read_heartbeat(settings.state_dir, "work"),
         "watcher": read_heartbeat(settings.state_dir, "watch"),
         "processing": [dict(zip(RUNNING, row, strict=True)) for row in running],
-        "hosts": hosts(settings) if queue_error is None else [],
+        "hosts": alive_hosts(settings) if queue_error is None else [],
         "input": str(settings.input_dir),
         "output": str(settings.output_dir),
     }
-
-
-def hosts(settings: Settings) -> list[dict[str, object]]:
-    """With Redis: every host's live processes (this host's are in `workers`/`watcher`)."""
-    if settings.queue.backend != "redis":
-        return []
-    from watcher.cluster import alive_hosts
-
-    return alive_hosts(settings)
 
 
 def queue_sizes(settings: Settings) -> tuple[int, int]:

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.bench.harness import TERMINAL, stamp  # noqa: E402
 from tests.helpers import (  # noqa: E402
     Daemon,
     RedisServer,
@@ -36,9 +35,9 @@ from tests.helpers import (  # noqa: E402
     offline_rows,
     wait_for,
 )
+from watcher.settings import usable_cores  # noqa: E402
 
-CORES = len(os.sched_getaffinity(0))
-TERMINAL = ("job.completed", "job.failed", "job.cancelled")
+CORES = usable_cores()
 
 
 def config(url: str, shared: Path) -> dict:
@@ -47,10 +46,6 @@ def config(url: str, shared: Path) -> dict:
         "queue": {"backend": "redis", "redis_url": url},
         "workers": {"count": 1, "poll_max_delay": 0.25},
     }
-
-
-def stamp(event: dict) -> float:
-    return datetime.fromisoformat(event["timestamp"]).timestamp()
 
 
 def ready(daemons: list[Daemon]) -> bool:
@@ -88,7 +83,7 @@ def one_run(root: Path, docs: list[Path], hosts: int) -> dict:
 
         wait_for(done, 1800, "the batch", every=2)  # the span is read from the logs
         starts = [e for d in daemons[1:] for e in d.events("job.started")]
-        ends = [e for d in daemons[1:] for name in TERMINAL for e in d.events(name)]
+        ends = [e for d in daemons[1:] for e in d.events(*TERMINAL)]
         per_host = {d.root.name: len(d.events("job.started")) for d in daemons[1:]}
         began = {e["source"]: stamp(e) for e in starts}
         longest = max(stamp(e) - began[e["source"]] for e in ends)

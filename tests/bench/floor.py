@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import time
 from pathlib import Path
+
+from watcher.settings import usable_cores
 
 CONVERTER = None
 BARRIER = None
@@ -59,7 +60,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = [(f, str(args.out / f"{n:05d}-{Path(f).name}")) for n, f in enumerate(args.files)]
     # hotfolder shares the cores among its workers for OCR threads; so does the floor.
-    threads = max(1, len(os.sched_getaffinity(0)) // args.procs)
+    threads = max(1, usable_cores() // args.procs)
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(args.procs)
     with context.Pool(args.procs, initializer=warm, initargs=(threads, args.ocr, barrier)) as pool:

@@ -53,12 +53,15 @@ from tests.helpers import (  # noqa: E402
     offline_rows,
     wait_for,
 )
+from watcher.settings import usable_cores  # noqa: E402
 
 PYTHON = sys.executable
 RESULTS = REPO / "tests" / "bench" / "results"
 TERMINAL = ("job.completed", "job.failed", "job.cancelled")
 # The shipped watch.closed_settle_seconds: the files here are written and closed locally.
 SETTLE = 0.5
+# The tools it compares against, installed on first use, outside the project.
+TOOLS = Path(os.environ.get("HOTFOLDER_BENCH_TOOLS", "/var/tmp/hotfolder-bench"))
 
 
 # ---------------------------------------------------------------- running hotfolder
@@ -68,25 +71,11 @@ def stamp(event: dict) -> float:
     return datetime.fromisoformat(event["timestamp"]).timestamp()
 
 
-def events(daemon: Daemon, names: tuple[str, ...]) -> list[dict]:
-    found = []
-    for line in daemon.log().splitlines():
-        if '"event": "' not in line:
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("event") in names:
-            found.append(record)
-    return found
-
-
 def start(root: Path, config: dict | None = None, wrap: list[str] | None = None) -> Daemon:
     """`hotfolder run` with the shipped defaults, returned once every worker is warm."""
     daemon = Daemon(root=root, config=config or {}, quick=False, wrap=wrap or [])
     daemon.start()
-    workers = int((config or {}).get("workers", {}).get("count", 0)) or len(os.sched_getaffinity(0))
+    workers = int((config or {}).get("workers", {}).get("count", 0)) or usable_cores()
 
     beat = daemon.root / "state" / "heartbeats" / "work.json"
 
@@ -211,7 +200,7 @@ def batch(tmp: Path, quick: bool, reps: int) -> dict:
     if quick:
         rows = rows[::4]
     files = [corpus(row["file"]) for row in rows]
-    procs = len(os.sched_getaffinity(0))
+    procs = usable_cores()
     runs: dict[str, list[float]] = {k: [] for k in ("floor_warm", "floor_cold", "ready", "cold")}
     runs["docling_cli"] = []
     failed: dict[str, int] = {}
@@ -226,8 +215,8 @@ def batch(tmp: Path, quick: bool, reps: int) -> dict:
         dropped = time.time()
         drop_all(files, daemon.input)
         wait_done(daemon, len(files))
-        runs["ready"].append(max(map(stamp, events(daemon, TERMINAL))) - dropped)
-        failed["hotfolder"] = len(events(daemon, ("job.failed",)))
+        runs["ready"].append(max(map(stamp, daemon.events(*TERMINAL))) - dropped)
+        failed["hotfolder"] = len(daemon.events("job.failed"))
         if rep == 0:
             after_batch = {
                 role: round(sum(rss_mb(p) for p in pids), 1)
@@ -240,7 +229,7 @@ def batch(tmp: Path, quick: bool, reps: int) -> dict:
         started = time.time()
         daemon = start(root)
         wait_done(daemon, len(files))
-        runs["cold"].append(max(map(stamp, events(daemon, TERMINAL))) - started)
+        runs["cold"].append(max(map(stamp, daemon.events(*TERMINAL))) - started)
         daemon.stop()
 
         cli_s, cli_notes = docling_cli(files, tmp / f"cli{rep}")
@@ -264,8 +253,7 @@ def batch(tmp: Path, quick: bool, reps: int) -> dict:
     }
 
 
-DOCLING_VENV = Path(os.environ.get("HOTFOLDER_BENCH_TOOLS", "/var/tmp/hotfolder-bench"))
-DOCLING_VENV = DOCLING_VENV / "docling-venv"
+DOCLING_VENV = TOOLS / "docling-venv"
 
 
 def docling_command() -> str:
@@ -326,7 +314,7 @@ def overhead(tmp: Path, quick: bool, reps: int) -> dict:
         samples.append((done, rss_mb(worker)))
         time.sleep(0.5)
     samples.append((count, rss_mb(worker)))
-    ends = [stamp(e) for e in events(daemon, TERMINAL)]
+    ends = [stamp(e) for e in daemon.events(*TERMINAL)]
     daemon.stop()
     full_cpu = children_cpu() - before
     per_job_ms = ((full_cpu - empty_cpu) - result["warm_cpu_s"]) / count * 1000
@@ -417,7 +405,7 @@ def latency(tmp: Path, quick: bool, reps: int) -> dict:
         time.sleep(1 + (n % 3))  # the worker goes back to idle polling
     daemon.stop()
     at: dict[str, dict[str, float]] = {}
-    for event in events(daemon, ("job.pending", "job.started", "job.completed")):
+    for event in daemon.events("job.pending", "job.started", "job.completed"):
         at.setdefault(event["source"], {})[event["event"]] = stamp(event)
     steps = {"taken in": [], "queued": [], "converted": []}
     for name, dropped in zip(sorted(at), dropped_at, strict=True):
@@ -450,9 +438,9 @@ def burst(tmp: Path, quick: bool, reps: int) -> dict:
     written_s = time.time() - started
     wait_done(daemon, count)
     peak = rss_mb(watcher, "VmHWM")
-    pending = [stamp(e) for e in events(daemon, ("job.pending",))]
-    starts = Counter(e["source"] for e in events(daemon, ("job.started",)))
-    ends = [stamp(e) for e in events(daemon, TERMINAL)]
+    pending = [stamp(e) for e in daemon.events("job.pending")]
+    starts = Counter(e["source"] for e in daemon.events("job.started"))
+    ends = [stamp(e) for e in daemon.events(*TERMINAL)]
     states = Counter(daemon.states().values())
     daemon.stop()
     return {
@@ -499,7 +487,7 @@ def machine() -> dict:
     ).stdout.strip()
     return {
         "cpu": cpu[1] if cpu else platform.processor(),
-        "cores": len(os.sched_getaffinity(0)),
+        "cores": usable_cores(),
         "memory_gib": round(memory_kb / 1024**2, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),

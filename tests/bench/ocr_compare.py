@@ -15,11 +15,20 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.bench.harness import SETTLE, TERMINAL, drop_all, events, floor, stamp, start, wait_done
+from tests.bench.harness import (
+    SETTLE,
+    TERMINAL,
+    TOOLS,
+    drop_all,
+    floor,
+    stamp,
+    start,
+    wait_done,
+)
 from tests.helpers import corpus, manifest, offline_rows
 from tests.test_corpus import word_similarity
+from watcher.settings import usable_cores
 
-TOOLS = Path(os.environ.get("HOTFOLDER_BENCH_TOOLS", "/var/tmp/hotfolder-bench"))
 IMAGES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
@@ -137,13 +146,13 @@ def compare(tmp: Path, quick: bool) -> dict:
         rows = [row for row in rows if row["file"] == "pdf/ocr_test.pdf"]
     files = [corpus(row["file"]) for row in rows]
     total_pages = sum(pages(f) for f in files)
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
 
     daemon = start(tmp / "hotfolder")
     dropped = time.time()
     names = drop_all(files, daemon.input)
     wait_done(daemon, len(files), timeout=1800)
-    seconds = max(map(stamp, events(daemon, TERMINAL))) - dropped - SETTLE
+    seconds = max(map(stamp, daemon.events(*TERMINAL))) - dropped - SETTLE
     scores = [
         s
         for name, row in zip(names, rows, strict=True)

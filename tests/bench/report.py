@@ -37,6 +37,14 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table(title: str, columns: list[str], rows: list[list[object]]) -> list[str]:
+    """A bold title, then a Markdown table: one header, one separator, a line per row."""
+    cells = [columns, ["---"] * len(columns), *rows]
+    lines = ["| " + " | ".join(map(str, row)) + " |" for row in cells]
+    lines[1] = "|" + "---|" * len(columns)
+    return [title, "", *lines]
+
+
 def batch(s: dict) -> list[str]:
     runs = s["seconds"]
     warm, cold = runs["floor_warm"]["median"], runs["floor_cold"]["median"]
@@ -51,18 +59,16 @@ def batch(s: dict) -> list[str]:
         ("hotfolder, cold start (files already in input/)", "cold", cold),
         ("`docling` CLI, same docling (2 calls)", "docling_cli", cold),
     ]
-    lines = [
+    lines = table(
         f"**Batch**: {s['files']} offline corpus documents, {s['processes']} processes"
         " (hotfolder: its default workers).",
-        "",
-        "| run | min s | median s | vs floor |",
-        "|---|---|---|---|",
-    ]
-    for label, key, base in rows:
-        r = runs[key]
-        lines.append(
-            f"| {label} | {r['min']:.1f} | {r['median']:.1f} | {r['median'] / base:.2f}x |"
-        )
+        ["run", "min s", "median s", "vs floor"],
+        [
+            [label, f"{runs[key]['min']:.1f}", f"{runs[key]['median']:.1f}"]
+            + [f"{runs[key]['median'] / base:.2f}x"]
+            for label, key, base in rows
+        ],
+    )
     notes = "; ".join(s["docling_cli_notes"])
     lines += ["", f"Failed: {s['failed']}." + (f" docling CLI: {notes}." if notes else "")]
     return lines
@@ -70,33 +76,35 @@ def batch(s: dict) -> list[str]:
 
 def overhead(s: dict) -> list[str]:
     cpu, calls = s["cpu_per_job_ms"], s["syscalls_per_job"]
-    lines = [
-        f"**Per-job overhead**: {s['files']} tiny Markdown files, 1 worker.",
-        "",
-        "| measure | value |",
-        "|---|---|",
-        f"| CPU per job, hotfolder (all processes) | {cpu['hotfolder']:.1f} ms |",
-        f"| CPU per job, in-process floor | {cpu['floor']:.1f} ms |",
-        f"| overhead per job (the difference) | {cpu['overhead']:.1f} ms |",
-        f"| throughput, drop to last done | {s['jobs_per_s']:.0f} jobs/s |",
+    rows: list[list[object]] = [
+        ["CPU per job, hotfolder (all processes)", f"{cpu['hotfolder']:.1f} ms"],
+        ["CPU per job, in-process floor", f"{cpu['floor']:.1f} ms"],
+        ["overhead per job (the difference)", f"{cpu['overhead']:.1f} ms"],
+        ["throughput, drop to last done", f"{s['jobs_per_s']:.0f} jobs/s"],
     ]
     if "skipped" not in calls:
         names = ("fsync", "fdatasync", "rename", "stat", "fcntl", "openat", "all")
         shown = ", ".join(f"{calls[n]:g} {n}" for n in names)
-        lines.append(f"| syscalls per job ({calls['jobs']} jobs, strace) | {shown} |")
-    return lines
+        rows.append([f"syscalls per job ({calls['jobs']} jobs, strace)", shown])
+    return table(
+        f"**Per-job overhead**: {s['files']} tiny Markdown files, 1 worker.",
+        ["measure", "value"],
+        rows,
+    )
 
 
 def latency(s: dict) -> list[str]:
     w = s["beyond_settle_s"]
     return [
-        f"**Latency**: {s['drops']} single drops into a daemon idle for {s['idle_s_first']} s;"
-        " drop to `completed`, settle time subtracted.",
-        "",
-        "| p50 | p95 | max | idle CPU |",
-        "|---|---|---|---|",
-        f"| {w['p50']:.2f} s | {w['p95']:.2f} s | {w['max']:.2f} s"
-        f" | {s['idle_cpu_s_per_min']:.2f} CPU-s/min |",
+        *table(
+            f"**Latency**: {s['drops']} single drops into a daemon idle for"
+            f" {s['idle_s_first']} s; drop to `completed`, settle time subtracted.",
+            ["p50", "p95", "max", "idle CPU"],
+            [
+                [f"{w['p50']:.2f} s", f"{w['p95']:.2f} s", f"{w['max']:.2f} s"]
+                + [f"{s['idle_cpu_s_per_min']:.2f} CPU-s/min"]
+            ],
+        ),
         "",
         "Median steps: "
         + ", ".join(f"{step} {sec * 1000:.0f} ms" for step, sec in s["median_steps_s"].items())
@@ -105,52 +113,56 @@ def latency(s: dict) -> list[str]:
 
 
 def burst(s: dict) -> list[str]:
-    return [
+    return table(
         f"**Burst**: {s['files']:,} tiny files written into input/ at once.",
-        "",
-        "| written | taken in | completed | watcher peak RSS | lost | converted twice |",
-        "|---|---|---|---|---|---|",
-        f"| {s['write_files_per_s']:.0f} files/s | {s['intake_files_per_s']:.0f} files/s"
-        f" | {s['jobs_per_s']:.0f} jobs/s | {s['watcher_peak_rss_mb']:.0f} MiB"
-        f" | {s['lost']} | {s['converted_twice']} |",
-    ]
+        ["written", "taken in", "completed", "watcher peak RSS", "lost", "converted twice"],
+        [
+            [
+                f"{s['write_files_per_s']:.0f} files/s",
+                f"{s['intake_files_per_s']:.0f} files/s",
+                f"{s['jobs_per_s']:.0f} jobs/s",
+                f"{s['watcher_peak_rss_mb']:.0f} MiB",
+                s["lost"],
+                s["converted_twice"],
+            ]
+        ],
+    )
 
 
 def ocr(s: dict) -> list[str]:
-    lines = [
+    lines = table(
         f"**OCR**: {s['files']} corpus scans and photos, {s['pages']} pages.",
-        "",
-        "| engine | seconds | pages/s | word similarity to groundtruth (mean) |",
-        "|---|---|---|---|",
-    ]
-    for run in s["engines"]:
-        lines.append(
-            f"| {run['engine']} | {run['seconds']:.1f} | {run['pages_per_s']:.2f}"
-            f" | {run['similarity']:.2f} |"
-        )
+        ["engine", "seconds", "pages/s", "word similarity to groundtruth (mean)"],
+        [
+            [r["engine"], f"{r['seconds']:.1f}"]
+            + [f"{r['pages_per_s']:.2f}", f"{r['similarity']:.2f}"]
+            for r in s["engines"]
+        ],
+    )
     if s.get("notes"):
         lines += ["", "; ".join(s["notes"]) + "."]
     return lines
 
 
 def cli(s: dict) -> list[str]:
-    lines = [
+    return table(
         f"**Operator commands** at {s['jobs']:,} sidecars.",
-        "",
-        "| command | s |",
-        "|---|---|",
-    ]
-    lines += [f"| {what} | {sec:.3f} |" for what, sec in s["seconds"].items()]
-    return lines
+        ["command", "s"],
+        [[what, f"{sec:.3f}"] for what, sec in s["seconds"].items()],
+    )
 
 
 def memory(sections: dict) -> list[str]:
     idle = sections.get("latency", {}).get("idle_rss_mb", {})
     after = sections.get("batch", {}).get("rss_after_batch_mb", {})
-    lines = ["**Memory** (RSS, MiB).", "", "| process | idle | after the batch |", "|---|---|---|"]
-    for role in ("run", "watch", "work", "scheduler", "worker"):
-        shown = " + ".join(f"{v:.0f}" for v in idle.get(role, [])) or "-"
-        lines.append(f"| {role} | {shown} | {after.get(role, '-')} |")
+    lines = table(
+        "**Memory** (RSS, MiB).",
+        ["process", "idle", "after the batch"],
+        [
+            [role, " + ".join(f"{v:.0f}" for v in idle.get(role, [])) or "-", after.get(role, "-")]
+            for role in ("run", "watch", "work", "scheduler", "worker")
+        ],
+    )
     worker = sections.get("overhead", {}).get("worker_rss_mb")
     if worker:
         files = sections["overhead"]["files"]
