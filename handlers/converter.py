@@ -44,7 +44,7 @@ def build_converter(options: ConversionOptions) -> DocumentConverter:
     from docling.datamodel.base_models import InputFormat
     from docling.document_converter import DocumentConverter, ImageFormatOption, PdfFormatOption
 
-    from handlers.scan import ScanPdfPipeline, ScanPipelineOptions
+    from handlers.ocr.pipeline import ScanPdfPipeline, ScanPipelineOptions
 
     if options.pdf_pipeline != "native":
         # The standard pipeline (layout, tables, OCR) needs torch and model weights; it is
@@ -81,7 +81,7 @@ def convert(
     from docling.datamodel.base_models import ConversionStatus, FailureCategory
     from docling.datamodel.progress import PageCompletedProgress
 
-    from handlers.scan import OcrUnavailable
+    from handlers.ocr.pipeline import OcrUnavailable
 
     def forward(event: object) -> None:
         if isinstance(event, PageCompletedProgress):

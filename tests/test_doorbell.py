@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from tests.helpers import wait_for
-from watcher.doorbell import Doorbell
+from watcher.backends.doorbell import Doorbell
 
 
 def wait_once(path: str, answers: multiprocessing.Queue) -> None:

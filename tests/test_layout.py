@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from handlers.layout import Line, paragraphs
+from handlers.ocr.layout import Line, paragraphs
 
 HEIGHT = 12  # a line's height, in pixels
 LEADING = 16  # from one line's top to the next one's

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from watchdog.observers.polling import PollingObserver
 
-import watcher.observer as observer_module
+import watcher.daemon.observer as observer_module
 from tests.helpers import wait_for
-from watcher.ignore import IgnoreRules
-from watcher.observer import Handoff, SettleTracker, start_observer
+from watcher.daemon.ignore import IgnoreRules
+from watcher.daemon.observer import Handoff, SettleTracker, start_observer
 from watcher.settings import WatchConfig
 
 

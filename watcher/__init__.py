@@ -1,1 +1,3 @@
-"""The processes around one file's journey: settings, logging, queue, observer, workers, CLI."""
+"""The processes around one file's journey: the daemon (`daemon/`), the operator's commands
+(`commands/`) and the queue backends (`backends/`), with settings, logs, queue and heartbeats
+shared at this level."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
 from pathlib import Path
 
-from watcher.settings import EX_CONFIG, ConfigError, Settings, load_settings
+from watcher.settings import EX_CONFIG, ConfigError, Settings, load_settings, used_dirs
 
 DAEMONS = ("run", "watch", "work")
 LEVELS = ["debug", "info", "warning", "error"]
@@ -92,13 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         if args.command in (*DAEMONS, "enqueue"):
-            from watcher.preflight import prepare_dirs
-
             prepare_dirs(settings)
     except ConfigError as exc:
         print(f"hotfolder: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
-    from watcher.jobs import JobNotFound
+    from watcher.commands.jobs import JobNotFound
 
     try:
         return dispatch(args, settings)
@@ -109,6 +108,18 @@ def main(argv: list[str] | None = None) -> int:
         # An operator command meets a file it cannot read: one line, not a traceback.
         print(f"hotfolder: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+
+
+def prepare_dirs(settings: Settings) -> None:
+    """Create the folders in use before any thread starts; raise ConfigError naming the key
+    at fault. (Whether they are apart was checked when the configuration was loaded.)"""
+    for key, path in used_dirs(settings).items():
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot create {path}: {exc.strerror}") from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"{key}: {path} is not writable by this user")
 
 
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -125,23 +136,23 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command in DAEMONS:
         return run_daemon(command, settings)
     if command == "status":
-        from watcher.status import show_status, watch_status
+        from watcher.commands.status import show_status, watch_status
 
         if args.watch:
             return watch_status(settings, args.interval)
         return show_status(settings, args.json)
     if command in ("jobs", "show"):
-        from watcher.jobs import jobs_command, show_job
+        from watcher.commands.jobs import jobs_command, show_job
 
         if command == "jobs":
             return jobs_command(settings, args.state, args.since, args.sort, args.limit, args.json)
         return show_job(settings, args.job, args.json)
     if command == "doctor":
-        from watcher.doctor import run_doctor
+        from watcher.commands.doctor import run_doctor
 
         return run_doctor(settings)
     if command == "convert":
-        from watcher.oneshot import convert_one
+        from watcher.commands.convert import convert_one
 
         return convert_one(settings, args.file, args.output)
     return control(args, settings)
@@ -149,20 +160,20 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_daemon(command: str, settings: Settings) -> int:
     if command == "run":
-        from watcher.supervisor import run_all
+        from watcher.daemon.supervisor import run_all
 
         return run_all(settings)
     if command == "watch":
-        from watcher.watch import run_watch
+        from watcher.daemon.watch import run_watch
 
         return run_watch(settings)
-    from watcher.consumer import run_work
+    from watcher.daemon.consumer import run_work
 
     return run_work(settings)
 
 
 def control(args: argparse.Namespace, settings: Settings) -> int:
-    from watcher import control
+    from watcher.commands import control
 
     if args.command == "enqueue":
         return control.enqueue_paths(settings, args.paths, args.priority, args.force)

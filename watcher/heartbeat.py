@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from handlers.atomic import write_atomic
-from watcher.cluster import publish_alive
+from watcher.backends.redis import publish_alive
 from watcher.settings import Settings
 
 INTERVAL = 2.0  # seconds between beats

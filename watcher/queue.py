@@ -22,7 +22,7 @@ from huey.signals import SIGNAL_INTERRUPTED
 
 from handlers.atomic import set_aside
 from handlers.lease import exclusive
-from watcher.doorbell import Doorbell
+from watcher.backends.doorbell import Doorbell
 from watcher.settings import Settings
 
 TASK_NAME = "hotfolder.convert"  # stored as "watcher.queue.hotfolder.convert"
@@ -103,7 +103,7 @@ def build_queue(settings: Settings, repair: bool = True) -> Queue:
     if settings.queue.backend == "redis":
         from huey import PriorityRedisHuey
 
-        from watcher.cluster import client
+        from watcher.backends.redis import client
 
         pool = client(settings.queue.redis_url).connection_pool
         huey: Huey = PriorityRedisHuey(

@@ -8,13 +8,13 @@ import structlog
 from huey.consumer import Consumer
 from huey.consumer import Worker as HueyWorker
 
-from watcher.doorbell import Doorbell
-from watcher.notify import Notifier
-from watcher.orphans import die_with_parent
+from watcher.backends.doorbell import Doorbell
+from watcher.daemon.processes import die_with_parent
+from watcher.daemon.recovery import WorkerGuard
+from watcher.daemon.sdnotify import Notifier
+from watcher.daemon.worker import Worker
 from watcher.queue import build_queue
-from watcher.recovery import WorkerGuard
 from watcher.settings import Settings
-from watcher.worker import Worker
 
 log = structlog.get_logger("hotfolder.work")
 

@@ -10,8 +10,8 @@ from huey.api import Task
 
 from handlers.converter import build_converter
 from handlers.pipeline import JobContext, process_file
-from watcher import inflight
-from watcher.cluster import open_leases
+from watcher.backends.redis import open_leases
+from watcher.daemon import inflight
 from watcher.queue import Queue
 from watcher.settings import Settings, job_policy, open_ledger
 

@@ -22,9 +22,9 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from watcher.ignore import IgnoreRules
+from watcher.daemon.ignore import IgnoreRules
+from watcher.daemon.skips import Skips
 from watcher.settings import WatchConfig
-from watcher.skips import Skips
 
 log = structlog.get_logger("hotfolder.observer")
 Settled = Callable[[Path, "frozenset[str] | None"], object]

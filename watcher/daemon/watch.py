@@ -10,17 +10,17 @@ from types import FrameType
 import structlog
 
 from handlers.lease import Leases
-from watcher.cluster import open_leases
-from watcher.control import FINISHED, purge
+from watcher.backends.redis import open_leases
+from watcher.commands.control import FINISHED, purge
+from watcher.daemon.ignore import IgnoreRules
+from watcher.daemon.intake import Intake
+from watcher.daemon.observer import Handoff, SettleTracker, start_observer
+from watcher.daemon.recovery import sweep
+from watcher.daemon.sdnotify import Notifier
+from watcher.daemon.skips import Skips
 from watcher.heartbeat import Heartbeat
-from watcher.ignore import IgnoreRules
-from watcher.intake import Intake
-from watcher.notify import Notifier
-from watcher.observer import Handoff, SettleTracker, start_observer
 from watcher.queue import Queue, build_queue
-from watcher.recovery import sweep
 from watcher.settings import Settings, open_index, open_ledger
-from watcher.skips import Skips
 
 log = structlog.get_logger("hotfolder.watch")
 

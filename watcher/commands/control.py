@@ -12,14 +12,14 @@ from handlers.errors import JobError
 from handlers.ledger import Ledger
 from handlers.outputs import remove_outputs
 from handlers.sidecar import JobStatus, now_iso
-from watcher.cluster import open_leases
+from watcher.backends.redis import open_leases
+from watcher.commands.jobs import find_status, parse_age
+from watcher.commands.status import bar
+from watcher.commands.submit import Refused, bring_in
+from watcher.daemon.intake import Intake
 from watcher.heartbeat import read_heartbeat
-from watcher.inbox import Refused, bring_in
-from watcher.intake import Intake
-from watcher.jobs import find_status, parse_age
 from watcher.queue import Queue, build_queue
 from watcher.settings import Settings, open_ledger
-from watcher.status import bar
 
 log = structlog.get_logger("hotfolder.control")
 FINISHED = ("completed", "failed", "cancelled")

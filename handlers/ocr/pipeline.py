@@ -16,8 +16,8 @@ from docling_core.types.doc import BoundingBox, CoordOrigin
 from docling_core.types.doc.page import BoundingRectangle, SegmentedPdfPage, TextCell
 
 from handlers.errors import JobError
-from handlers.layout import Paragraph
-from handlers.ocr import OcrEngine, OcrSettings
+from handlers.ocr.engine import OcrEngine, OcrSettings
+from handlers.ocr.layout import Paragraph
 
 if TYPE_CHECKING:
     from docling.pipeline.native_pdf_pipeline import _NativeBuildTimings

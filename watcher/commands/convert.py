@@ -13,8 +13,8 @@ from handlers.lease import FileLeases
 from handlers.ledger import Ledger
 from handlers.pipeline import JobContext, process_file
 from handlers.sidecar import JobStatus
+from watcher.commands.status import bar
 from watcher.settings import Settings, job_policy
-from watcher.status import bar
 
 
 def show_progress(status: JobStatus) -> None:

@@ -14,10 +14,10 @@ from handlers.lease import Lease
 from handlers.ledger import Ledger
 from handlers.sidecar import TERMINAL, JobStatus, new_status, now_iso
 from handlers.source import digest_input, job_id
-from watcher.cluster import open_leases
+from watcher.backends.redis import open_leases
+from watcher.daemon.skips import Skips, kind_of
 from watcher.queue import Queue
 from watcher.settings import Settings
-from watcher.skips import Skips, kind_of
 
 log = structlog.get_logger("hotfolder.intake")
 

@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 
 from handlers.sidecar import now_iso
-from watcher.cluster import alive_hosts, shown
+from watcher.backends.redis import alive_hosts, shown
 from watcher.heartbeat import read_heartbeat
 from watcher.queue import build_queue, queue_file
 from watcher.settings import Settings, open_index

@@ -19,13 +19,13 @@ from handlers.ledger import Ledger
 from handlers.pipeline import end_vanished, recover_lost
 from handlers.sidecar import TERMINAL, now_iso
 from handlers.source import copy_owners, discard_copies
-from watcher import inflight
-from watcher.cluster import open_leases
+from watcher.backends.redis import open_leases
+from watcher.daemon import inflight
+from watcher.daemon.sdnotify import Notifier
+from watcher.daemon.worker import RECYCLED
 from watcher.heartbeat import Heartbeat, pid_exists
-from watcher.notify import Notifier
 from watcher.queue import Queue
 from watcher.settings import Settings, job_policy, open_ledger
-from watcher.worker import RECYCLED
 
 log = structlog.get_logger("hotfolder.recovery")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")

@@ -12,7 +12,7 @@ from types import FrameType
 
 import structlog
 
-from watcher.orphans import die_with_parent
+from watcher.daemon.processes import die_with_parent
 from watcher.settings import Settings
 
 log = structlog.get_logger("hotfolder.run")

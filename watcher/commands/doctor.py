@@ -80,7 +80,7 @@ def check_inotify(settings: Settings) -> list[Check]:
 
 
 def check_queue(settings: Settings) -> list[Check]:
-    from watcher.cluster import shown
+    from watcher.backends.redis import shown
     from watcher.queue import build_queue
 
     redis = settings.queue.backend == "redis"
@@ -121,7 +121,7 @@ def check_ocr(settings: Settings) -> list[Check]:
     from handlers.errors import JobError
 
     try:
-        from handlers.ocr import (
+        from handlers.ocr.engine import (
             DETECTION,
             ORIENTATION,
             OcrSettings,
@@ -145,7 +145,7 @@ def check_ocr(settings: Settings) -> list[Check]:
 def check_processes(settings: Settings) -> list[Check]:
     """A watcher and workers, on this host or, with Redis, on any host (a worker-only host
     has no watcher of its own)."""
-    from watcher.cluster import alive_hosts
+    from watcher.backends.redis import alive_hosts
 
     try:
         elsewhere = {beat["role"]: str(beat["host"]) for beat in alive_hosts(settings)}

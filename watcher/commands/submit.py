@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from handlers.source import open_regular
-from watcher.ignore import IgnoreRules
+from watcher.daemon.ignore import IgnoreRules
+from watcher.daemon.skips import kind_of
 from watcher.settings import Settings
-from watcher.skips import kind_of
 
 
 class Refused(Exception):

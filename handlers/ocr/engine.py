@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from handlers.errors import JobError
-from handlers.layout import Box, Line, Paragraph, paragraphs
+from handlers.ocr.layout import Box, Line, Paragraph, paragraphs
 
 if TYPE_CHECKING:
     import numpy as np

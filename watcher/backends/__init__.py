@@ -1,0 +1,1 @@
+"""Where the queue, the leases and liveness live: SQLite on one host, Redis on several."""
