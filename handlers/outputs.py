@@ -14,7 +14,7 @@ from handlers.errors import JobError
 from handlers.sidecar import SUFFIX
 
 if TYPE_CHECKING:
-    from docling_core.types.doc import DoclingDocument
+    from docling_core.types.doc.document import DoclingDocument
 
 EXTENSIONS = {"md": "md", "json": "json", "html": "html", "text": "txt", "doctags": "doctags"}
 NAME_MAX = 255  # bytes in one file name, on every common Linux file system

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -16,7 +16,8 @@ from handlers.atomic import safe_join, write_atomic
 SCHEMA_VERSION = 1
 SUFFIX = ".status.json"
 State = Literal["pending", "processing", "completed", "failed", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+STATES: tuple[str, ...] = get_args(State)  # in the order a job goes through them
+TERMINAL: frozenset[str] = frozenset(STATES[2:])  # a job ends in one of these
 
 
 class JobStatus(BaseModel):

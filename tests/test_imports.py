@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.helpers import REPO, corpus
 
@@ -48,15 +50,61 @@ def test_blocking_torch_really_blocks_it() -> None:
     assert done.returncode != 0 and "No module named 'torch'" in done.stderr
 
 
+def imported(module: Path) -> set[str]:
+    """Every module name `module` imports, at any depth of its code."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def modules(folder: str) -> list[Path]:
+    found = sorted((REPO / folder).rglob("*.py"))
+    assert found, f"no modules under {folder}"
+    return found
+
+
 def test_handlers_never_import_the_daemon_around_them() -> None:
     forbidden = {"watcher", "watchdog", "huey"}
-    for module in (REPO / "handlers").glob("*.py"):
-        tree = ast.parse(module.read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                assert name.split(".")[0] not in forbidden, f"{module.name} imports {name}"
+    for module in modules("handlers"):
+        for name in imported(module):
+            assert name.split(".")[0] not in forbidden, f"{module} imports {name}"
+
+
+def test_the_daemon_never_imports_the_operator_commands() -> None:
+    for module in modules("watcher/daemon"):
+        for name in imported(module):
+            assert not name.startswith("watcher.commands"), f"{module} imports {name}"
+
+
+def test_only_the_backends_know_redis_and_huey_storage() -> None:
+    storage = re.compile(r"\bimport redis\b|RedisHuey|SqliteHuey")
+    backends = REPO / "watcher" / "backends"
+    for module in modules("watcher") + modules("handlers"):
+        if module.is_relative_to(backends):
+            continue
+        found = storage.search(module.read_text())
+        assert found is None, f"{module} mentions {found and found.group()}"
+    assert storage.search((backends / "redis.py").read_text())  # the check can match
+
+
+def test_no_huey_method_is_replaced_at_run_time() -> None:
+    import huey.api
+    import huey.consumer
+
+    classes = (huey.consumer.Consumer, huey.consumer.Worker, huey.consumer.ProcessEnvironment)
+    methods = {name for cls in (*classes, huey.api.Huey) for name in dir(cls) if name[0] != "_"}
+    methods |= {"_create_worker", "_create_process", "_handle_signal"}
+    assert "check_worker_health" in methods and "sleep" in methods
+    for module in modules("watcher"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            for target in targets:
+                if isinstance(target, ast.Attribute) and target.attr in methods:
+                    where = f"{module}:{node.lineno}"
+                    assert isinstance(target.value, ast.Name) and target.value.id == "self", (
+                        f"{where} assigns to {target.attr}"
+                    )

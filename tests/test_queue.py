@@ -7,7 +7,8 @@ import threading
 import time
 from pathlib import Path
 
-from watcher.queue import build_queue, queue_file
+from watcher.backends.sqlite import SqliteBackend
+from watcher.queue import build_queue
 from watcher.settings import load_settings
 
 
@@ -15,7 +16,8 @@ def make_queue(tmp_path: Path):
     config = tmp_path / "config.toml"
     config.write_text("")
     settings = load_settings(config)
-    return build_queue(settings), queue_file(settings)
+    backend = SqliteBackend(settings)
+    return build_queue(backend), backend.path
 
 
 def test_queued_sources_lists_waiting_files_and_settings(tmp_path: Path) -> None:

@@ -7,12 +7,18 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from handlers.sidecar import STATES, TERMINAL
 from watcher.settings import EX_CONFIG, ConfigError, Settings, load_settings, used_dirs
+
+if TYPE_CHECKING:
+    from watcher.services import Services
 
 DAEMONS = ("run", "watch", "work")
 LEVELS = ["debug", "info", "warning", "error"]
-STATES = ("pending", "processing", "completed", "failed", "cancelled")
+FINISHED = tuple(state for state in STATES if state in TERMINAL)
+READ_ONLY = ("status", "jobs", "show")  # commands that never repair nor replace anything
 
 
 def positive(text: str) -> int:
@@ -67,8 +73,8 @@ def parser() -> argparse.ArgumentParser:
     purge.add_argument("--older-than", required=True, help="e.g. 7d, 12h")
     purge.add_argument(
         "--state",
-        default="completed,failed,cancelled",
-        help="comma-separated states (default: completed,failed,cancelled)",
+        default=",".join(FINISHED),
+        help=f"comma-separated states (default: {','.join(FINISHED)})",
     )
     purge.add_argument("--outputs", action="store_true", help="delete their outputs too")
     purge.add_argument("--dry-run", action="store_true")
@@ -88,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         top.error("retry needs JOB_ID|PATH or --failed")
     if args.command == "purge":
         states = args.state.split(",")
-        if not set(states) <= {"completed", "failed", "cancelled"}:
-            top.error("purge --state takes completed, failed, cancelled")
+        if not set(states) <= TERMINAL:
+            top.error(f"purge --state takes {', '.join(FINISHED)}")
     try:
         settings = load_settings(args.config)
         if args.command in (*DAEMONS, "enqueue"):
@@ -135,18 +141,6 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         configure_logging(quiet, command, sys.stderr)
     if command in DAEMONS:
         return run_daemon(command, settings)
-    if command == "status":
-        from watcher.commands.status import show_status, watch_status
-
-        if args.watch:
-            return watch_status(settings, args.interval)
-        return show_status(settings, args.json)
-    if command in ("jobs", "show"):
-        from watcher.commands.jobs import jobs_command, show_job
-
-        if command == "jobs":
-            return jobs_command(settings, args.state, args.since, args.sort, args.limit, args.json)
-        return show_job(settings, args.job, args.json)
     if command == "doctor":
         from watcher.commands.doctor import run_doctor
 
@@ -155,7 +149,22 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from watcher.commands.convert import convert_one
 
         return convert_one(settings, args.file, args.output)
-    return control(args, settings)
+    from watcher.services import open_services
+
+    services = open_services(settings, repair=command not in READ_ONLY)
+    if command == "status":
+        from watcher.commands.status import show_status, watch_status
+
+        if args.watch:
+            return watch_status(services, args.interval)
+        return show_status(services, args.json)
+    if command in ("jobs", "show"):
+        from watcher.commands.jobs import jobs_command, show_job
+
+        if command == "jobs":
+            return jobs_command(services, args.state, args.since, args.sort, args.limit, args.json)
+        return show_job(services, args.job, args.json)
+    return control(args, services)
 
 
 def run_daemon(command: str, settings: Settings) -> int:
@@ -172,17 +181,17 @@ def run_daemon(command: str, settings: Settings) -> int:
     return run_work(settings)
 
 
-def control(args: argparse.Namespace, settings: Settings) -> int:
+def control(args: argparse.Namespace, services: Services) -> int:
     from watcher.commands import control
 
     if args.command == "enqueue":
-        return control.enqueue_paths(settings, args.paths, args.priority, args.force)
+        return control.enqueue_paths(services, args.paths, args.priority, args.force)
     if args.command == "retry":
-        return control.retry_jobs(settings, args.jobs, args.failed)
+        return control.retry_jobs(services, args.jobs, args.failed)
     if args.command == "cancel":
-        return control.cancel_job(settings, args.job)
+        return control.cancel_job(services, args.job)
     return control.purge_jobs(
-        settings, args.older_than, args.state.split(","), args.outputs, args.dry_run
+        services, args.older_than, args.state.split(","), args.outputs, args.dry_run
     )
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from handlers.atomic import write_atomic
-from watcher.backends.redis import publish_alive
+from watcher.backends import Backend
 from watcher.settings import Settings
 
 INTERVAL = 2.0  # seconds between beats
@@ -19,8 +19,8 @@ STALE = 10.0  # a heartbeat older than this means the process is gone or stuck
 
 
 class Heartbeat:
-    def __init__(self, settings: Settings, role: str) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, role: str, backend: Backend) -> None:
+        self.backend = backend
         self.role = role
         self.path = settings.state_dir / "heartbeats" / f"{role}.json"
         self.started = time.time()
@@ -40,7 +40,7 @@ class Heartbeat:
         }
         # Liveness only, rewritten every few seconds: not worth an fsync.
         write_atomic(self.path, json.dumps(record).encode(), durable=False)
-        publish_alive(self.settings, self.role, record)
+        self.backend.publish_alive(self.role, record)
 
     def stop(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -59,7 +59,7 @@ def read_heartbeat(state_dir: Path, role: str) -> dict[str, object]:
 
 def pid_exists(pid: object) -> bool:
     try:
-        os.kill(int(pid), 0)  # type: ignore[arg-type]
+        os.kill(int(str(pid)), 0)
     except ProcessLookupError:
         return False
     except PermissionError:

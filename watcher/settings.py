@@ -11,11 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from handlers.converter import ConversionOptions
-from handlers.index import JobIndex
-from handlers.ledger import Ledger
 from handlers.outputs import EXTENSIONS
-from handlers.pipeline import JobPolicy
-from handlers.sidecar import now_iso
 
 EX_CONFIG = 78
 
@@ -202,31 +198,6 @@ def usable_memory() -> int:
     return min(total, int(limit)) if limit.strip().isdigit() else total
 
 
-def job_policy(settings: Settings) -> JobPolicy:
-    jobs = settings.jobs
-    return JobPolicy(
-        max_attempts=jobs.max_attempts,
-        retry_backoff=jobs.retry_backoff,
-        max_file_bytes=int(jobs.max_file_mb * 2**20),
-        max_pages=jobs.max_pages,
-        refuse_hard_links=jobs.refuse_hard_links,
-        on_success=jobs.on_success,
-        on_failure=jobs.on_failure,
-        archive_dir=settings.paths.archive,
-        quarantine_dir=settings.paths.quarantine,
-    )
-
-
-def open_ledger(settings: Settings) -> Ledger:
-    """The sidecars under the output dir, mirrored into the job index in the state dir
-    (refilled from the sidecars if it had to be replaced)."""
-    index = JobIndex(settings.state_dir / "index.db")
-    ledger = Ledger(settings.output_dir, index)
-    if index.rebuilt:
-        index.sync(ledger.all(), now_iso())
-    return ledger
-
-
 def load_settings(config_file: Path) -> Settings:
     """Read and validate `config_file`; every problem becomes one ConfigError line. Every
     command, `doctor` included, goes through here: what one refuses, all refuse."""
@@ -318,18 +289,3 @@ def origin_of(key: str) -> str:
     """`paths.output`, with the environment variable named when one set it."""
     env = env_origin(key.split("."))
     return f"{key} (set by {env.removeprefix('environment variable ')})" if env else key
-
-
-def open_index(settings: Settings) -> JobIndex:
-    """The job index, refilled from the sidecars first if it had to be replaced. With
-    several hosts (Redis), this host's index only sees its own writes between syncs: it is
-    resynced from the shared sidecars first when no sync began within a reconcile interval
-    (a host that runs only workers has no reconciler to do it)."""
-    ledger = open_ledger(settings)
-    index = ledger.index
-    assert index is not None
-    if settings.queue.backend == "redis":
-        synced = index.synced_at()
-        if synced is None or synced < now_iso(-settings.jobs.reconcile_interval):
-            index.sync(ledger.all(), now_iso())
-    return index

@@ -12,7 +12,7 @@ from docling.datamodel.base_models import Page
 from docling.datamodel.document import ConversionResult
 from docling.datamodel.pipeline_options import NativePdfPipelineOptions
 from docling.pipeline.native_pdf_pipeline import NativePdfPipeline
-from docling_core.types.doc import BoundingBox, CoordOrigin
+from docling_core.types.doc.base import BoundingBox, CoordOrigin
 from docling_core.types.doc.page import BoundingRectangle, SegmentedPdfPage, TextCell
 
 from handlers.errors import JobError

@@ -62,7 +62,7 @@ class Doorbell:
         if LIBC.inotify_add_watch(fd, os.fsencode(self.path), IN_ATTRIB) < 0:
             os.close(fd)
             return -1
-        return fd
+        return int(fd)
 
     def create(self) -> None:
         try:

@@ -1,6 +1,5 @@
-"""hotfolder on several hosts, through Redis: the connection, leases that cross hosts (a
-key with a TTL that its holder renews), the reconciler's leader lease, and who is alive.
-`open_leases` is the one place that picks flock leases (one host) or Redis ones.
+"""Several hosts, through Redis: huey's priority queue, leases that cross hosts (a key with a
+TTL that its holder renews), the reconciler's leader lease, and who is alive.
 
 Clocks may differ between hosts: every expiry here is a Redis TTL, never a comparison of
 wall clocks.
@@ -18,11 +17,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
-from typing import Any
+from typing import Any, ClassVar
 
+import redis
 import structlog
+from huey import PriorityRedisHuey
+from huey.api import Huey
 
-from handlers.lease import FileLeases, Lease, Leases, key_of
+from handlers.lease import Lease, Leases, key_of
 from watcher.settings import Settings
 
 log = structlog.get_logger("hotfolder.cluster")
@@ -49,8 +51,6 @@ ALIVE_TTL = 10
 def client(url: str) -> Any:
     """One Redis connection pool per process and URL, with timeouts: a host cut off from
     Redis gets errors (and backs off) instead of waiting forever on a dead connection."""
-    import redis
-
     return redis.Redis.from_url(
         url,
         socket_timeout=SOCKET_TIMEOUT,
@@ -76,8 +76,8 @@ def owner() -> str:
 class RedisLease:
     """A lease key in Redis, renewed every third of its TTL by a thread while held."""
 
-    def __init__(self, redis: Any, key: str, token: str, ttl: float) -> None:
-        self.redis, self.key, self.token, self.ttl = redis, key, token, ttl
+    def __init__(self, client: Any, key: str, token: str, ttl: float) -> None:
+        self.redis, self.key, self.token, self.ttl = client, key, token, ttl
         self.gone = threading.Event()  # another holder took it
         self.done = threading.Event()
         self.thread = threading.Thread(target=self.keep, name="lease", daemon=True)
@@ -85,8 +85,6 @@ class RedisLease:
 
     def renew(self) -> bool | None:
         """True: still ours; False: another's; None: Redis cannot be reached."""
-        import redis
-
         try:
             taken = self.redis.eval(RENEW, 1, self.key, self.token, int(self.ttl * 1000))
         except redis.RedisError:
@@ -122,8 +120,6 @@ class RedisLease:
         return self.gone.is_set()
 
     def release(self) -> None:
-        import redis
-
         self.done.set()
         self.thread.join(5)
         try:
@@ -157,8 +153,6 @@ class RedisLeases:
             lease.release()
 
     def lead(self) -> bool:
-        import redis
-
         key = f"{self.prefix}.leader"
         try:
             return bool(self.redis.eval(RENEW, 1, key, self.me, int(self.leader_ttl * 1000)))
@@ -173,8 +167,6 @@ class RedisLeases:
         self.redis.set(self.cancel_key(rel), job_id, ex=CANCEL_TTL)
 
     def cancel_requested(self, rel: str, job_id: str) -> bool:
-        import redis
-
         try:
             value = self.redis.get(self.cancel_key(rel))
         except redis.RedisError:
@@ -182,43 +174,55 @@ class RedisLeases:
         return value is not None and value.decode() == job_id
 
     def clear_cancel(self, rel: str) -> None:
-        import redis
-
         try:
             self.redis.delete(self.cancel_key(rel))
         except redis.RedisError:
             pass  # a stale request names an ended job: it cancels nothing later
 
 
-def open_leases(settings: Settings) -> Leases:
-    """flock leases for one host (SQLite queue), Redis leases for several."""
-    if settings.queue.backend == "redis":
-        return RedisLeases(settings)
-    return FileLeases(settings.locks_dir)
+class RedisBackend:
+    shared: ClassVar[bool] = True
+    busy: tuple[type[Exception], ...] = ()  # huey's own loop backs off; intake retries later
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.url = settings.queue.redis_url
+        self.prefix = prefix(settings)
+        self.title = f"queue on Redis ({shown(self.url)})"
+        self.advice = "start Redis, or check queue.redis_url and the network to it"
 
-def publish_alive(settings: Settings, role: str, record: dict[str, object]) -> None:
-    """This host's heartbeat, where `status` on any host can see it (Redis only)."""
-    if settings.queue.backend != "redis":
-        return
-    import redis
+    def huey(self, repair: bool = True) -> Huey:
+        """A priority queue (`PriorityRedisHuey`) named after `queue.namespace`."""
+        return PriorityRedisHuey(
+            self.settings.queue.namespace,
+            connection_pool=client(self.url).connection_pool,
+            results=False,
+            utc=True,
+        )
 
-    key = f"{prefix(settings)}.alive.{record['host']}.{role}"
-    try:
-        client(settings.queue.redis_url).set(key, json.dumps(record), ex=ALIVE_TTL)
-    except redis.RedisError:
-        pass  # the local heartbeat file is still written; status shows Redis as down
+    def leases(self) -> Leases:
+        return RedisLeases(self.settings)
 
+    def publish_alive(self, role: str, record: dict[str, object]) -> None:
+        key = f"{self.prefix}.alive.{record['host']}.{role}"
+        try:
+            client(self.url).set(key, json.dumps(record), ex=ALIVE_TTL)
+        except redis.RedisError:
+            pass  # the local heartbeat file is still written; status shows Redis as down
 
-def alive_hosts(settings: Settings) -> list[dict[str, object]]:
-    """The heartbeats of every host's processes that beat within ALIVE_TTL (Redis only:
-    with one host there are none, and its heartbeat files say it all)."""
-    if settings.queue.backend != "redis":
-        return []
-    redis = client(settings.queue.redis_url)
-    found = []
-    for key in redis.scan_iter(f"{prefix(settings)}.alive.*"):
-        value = redis.get(key)
-        if value:
-            found.append({"role": key.decode().rsplit(".", 1)[1], **json.loads(value)})
-    return sorted(found, key=lambda beat: (str(beat["host"]), str(beat["role"])))
+    def alive_hosts(self) -> list[dict[str, object]]:
+        """The heartbeats of every host's processes that beat within ALIVE_TTL."""
+        connection = client(self.url)
+        found = []
+        for key in connection.scan_iter(f"{self.prefix}.alive.*"):
+            value = connection.get(key)
+            if value:
+                found.append({"role": key.decode().rsplit(".", 1)[1], **json.loads(value)})
+        return sorted(found, key=lambda beat: (str(beat["host"]), str(beat["role"])))
+
+    def queue_sizes(self) -> tuple[int, int]:
+        storage = self.huey(repair=False).storage
+        return storage.queue_size(), storage.schedule_size()
+
+    def unreachable(self, exc: Exception) -> str:
+        return f"Redis at {shown(self.url)} is down ({exc})"

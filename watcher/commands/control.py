@@ -1,39 +1,31 @@
-"""The operator's levers: enqueue files or folders, retry, cancel, and purge old jobs."""
+"""The operator's levers: enqueue files or folders, retry, cancel, and purge old jobs. The
+changes of state they make are `handlers.lifecycle`'s, under the job's lease."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-import structlog
-
 from handlers.errors import JobError
-from handlers.ledger import Ledger
-from handlers.outputs import remove_outputs
-from handlers.sidecar import JobStatus, now_iso
-from watcher.backends.redis import open_leases
+from handlers.lifecycle import cancel, reopen
+from handlers.sidecar import TERMINAL
 from watcher.commands.jobs import find_status, parse_age
-from watcher.commands.status import bar
+from watcher.commands.render import bar
 from watcher.commands.submit import Refused, bring_in
 from watcher.daemon.intake import Intake
+from watcher.daemon.reconcile import purge
 from watcher.heartbeat import read_heartbeat
-from watcher.queue import Queue, build_queue
-from watcher.settings import Settings, open_ledger
-
-log = structlog.get_logger("hotfolder.control")
-FINISHED = ("completed", "failed", "cancelled")
+from watcher.services import Services
 
 
-def enqueue_paths(settings: Settings, paths: list[Path], priority: int | None, force: bool) -> int:
+def enqueue_paths(services: Services, paths: list[Path], priority: int | None, force: bool) -> int:
     """Submit files and folders. Ones outside the input dir are first copied into it (the
     input dir stays the one record of what was submitted); returns the exit code."""
-    queue = build_queue(settings)
-    intake = Intake(settings, queue, open_ledger(settings))
+    intake = Intake(services)
     files, failures = [], 0
     for path in paths:
         try:
-            files.extend(bring_in(settings, path))
+            files.extend(bring_in(services.settings, path))
         except (OSError, Refused, JobError) as exc:
             print(f"hotfolder: cannot enqueue {path}: {exc}", file=sys.stderr)
             failures += 1
@@ -52,15 +44,13 @@ def progress(done: int, total: int) -> None:
         sys.stderr.write(f"\r{bar(done, total, 'files')}" + ("\n" if done == total else ""))
 
 
-def retry_jobs(settings: Settings, targets: list[str], all_failed: bool) -> int:
-    ledger = open_ledger(settings)
-    queue = build_queue(settings)
+def retry_jobs(services: Services, targets: list[str], all_failed: bool) -> int:
+    ledger, leases = services.ledger, services.leases
     if all_failed:
-        statuses = [s for s in map(ledger.read, failed_sources(ledger)) if s is not None]
+        statuses = [s for s in map(ledger.read, failed_sources(services)) if s is not None]
     else:
-        statuses = [find_status(settings, target) for target in targets]
+        statuses = [find_status(services, target) for target in targets]
     code = 0
-    leases = open_leases(settings)
     for status in statuses:
         if status.state not in ("failed", "cancelled"):
             print(
@@ -71,69 +61,50 @@ def retry_jobs(settings: Settings, targets: list[str], all_failed: bool) -> int:
             continue
         with leases.hold(status.source) as lease:
             if lease:
-                reopen(status)
                 leases.clear_cancel(status.source)  # a person asks again
-                ledger.save(status)
+                reopen(ledger, status)
         if lease:  # enqueued once the lease is let go, so a worker does not find it busy
-            queue.enqueue(status.source, status.priority, settings.queue.enqueue_timeout)
+            timeout = services.settings.queue.enqueue_timeout
+            services.queue.enqueue(status.source, status.priority, timeout)
         print(f"{status.job_id}  retry queued  {status.source}")
     if not statuses:
         print("no failed jobs")
     return code
 
 
-def failed_sources(ledger: Ledger) -> list[str]:
-    assert ledger.index is not None
-    with ledger.index.connect() as db:
+def failed_sources(services: Services) -> list[str]:
+    with services.index.connect() as db:
         keys = db.execute("select source_key from jobs where state = 'failed'").fetchall()
     return [bytes(key).decode("utf-8", "surrogateescape") for (key,) in keys]
 
 
-def reopen(status: JobStatus) -> None:
-    """Back to `pending` for a fresh round of attempts; the old outcome is cleared."""
-    status.state, status.progress, status.attempts = "pending", 0, 0
-    status.error = status.retry_at = status.finished_at = status.started_at = None
-    status.pages_done = status.pages_total = None
-    status.created_at = now_iso()
-
-
-def cancel_job(settings: Settings, target: str) -> int:
-    status = find_status(settings, target)
-    if status.state in FINISHED:
+def cancel_job(services: Services, target: str) -> int:
+    status = find_status(services, target)
+    if status.state in TERMINAL:
         print(f"{status.source}: already {status.state}, nothing to cancel", file=sys.stderr)
         return 1
-    ledger = open_ledger(settings)
-    leases = open_leases(settings)
+    ledger, leases = services.ledger, services.leases
     with leases.hold(status.source) as lease:
         if lease:  # not running: drop its tasks and close the record
-            revoke(build_queue(settings), status.source)
-            current = ledger.read(status.source) or status
-            current.state, current.finished_at, current.retry_at = "cancelled", now_iso(), None
-            ledger.save(current)
-            log.info("job.cancelled", source=status.source, job_id=status.job_id)
+            services.queue.revoke(status.source)
+            cancel(ledger, ledger.read(status.source) or status)
             print(f"{status.job_id}  cancelled  {status.source}")
             return 0
     leases.request_cancel(status.source, status.job_id)
     note = (
-        "" if read_heartbeat(settings.state_dir, "work")["alive"] else " (no workers are running)"
+        ""
+        if read_heartbeat(services.settings.state_dir, "work")["alive"]
+        else " (no workers are running)"
     )
     stops = f"cancel requested: stops at its next progress point{note}"
     print(f"{status.job_id}  {stops}  {status.source}")
     return 0
 
 
-def revoke(queue: Queue, rel: str) -> None:
-    """Drop the waiting tasks for `rel`; a worker that dequeues them discards them."""
-    huey = queue.huey
-    for message in queue.waiting():
-        if message.args[0] == rel:
-            huey.revoke_by_id(message.id)
-
-
 def purge_jobs(
-    settings: Settings, older_than: str, states: list[str], outputs: bool, dry_run: bool
+    services: Services, older_than: str, states: list[str], outputs: bool, dry_run: bool
 ) -> int:
-    forgotten, kept = purge(settings, parse_age(older_than), states, outputs, dry_run)
+    forgotten, kept = purge(services, parse_age(older_than), states, outputs, dry_run)
     verb = "would forget" if dry_run else "forgot"
     jobs = f"{len(forgotten)} job{'' if len(forgotten) == 1 else 's'}"
     print(
@@ -145,33 +116,3 @@ def purge_jobs(
     for rel in forgotten[:20] if dry_run else []:
         print(f"  {rel}")
     return 0
-
-
-def purge(
-    settings: Settings, age_s: float, states: list[str], outputs: bool, dry_run: bool
-) -> tuple[list[str], int]:
-    """Forget finished jobs older than `age_s`: sidecar and index row (and outputs)."""
-    ledger = open_ledger(settings)
-    assert ledger.index is not None
-    marks = ", ".join("?" * len(states))
-    with ledger.index.connect() as db:
-        keys = db.execute(
-            f"select source_key from jobs where state in ({marks}) and finished_at < ?",
-            (*states, now_iso(-age_s)),
-        ).fetchall()
-    forgotten, kept = [], 0
-    for (key,) in keys:
-        rel = bytes(key).decode("utf-8", "surrogateescape")
-        if os.path.lexists(settings.input_dir / rel):
-            kept += 1
-            continue
-        forgotten.append(rel)
-        if not dry_run:
-            forget(ledger, settings, rel, outputs)
-    return forgotten, kept
-
-
-def forget(ledger: Ledger, settings: Settings, rel: str, outputs: bool) -> None:
-    if outputs:
-        remove_outputs(settings.output_dir, rel)
-    ledger.forget(rel)

@@ -13,8 +13,9 @@ from handlers.lease import FileLeases
 from handlers.ledger import Ledger
 from handlers.pipeline import JobContext, process_file
 from handlers.sidecar import JobStatus
-from watcher.commands.status import bar
-from watcher.settings import Settings, job_policy
+from watcher.commands.render import bar
+from watcher.services import job_policy
+from watcher.settings import Settings
 
 
 def show_progress(status: JobStatus) -> None:

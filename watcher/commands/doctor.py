@@ -80,21 +80,15 @@ def check_inotify(settings: Settings) -> list[Check]:
 
 
 def check_queue(settings: Settings) -> list[Check]:
-    from watcher.backends.redis import shown
+    from watcher.backends import open_backend
     from watcher.queue import build_queue
 
-    redis = settings.queue.backend == "redis"
-    what = f"queue on Redis ({shown(settings.queue.redis_url)})" if redis else "queue database"
+    backend = open_backend(settings)
     try:
-        depth = build_queue(settings, repair=False).depth()
+        depth = build_queue(backend, repair=False).depth()
     except Exception as exc:  # any storage failure is the finding itself
-        fix = (
-            "start Redis, or check queue.redis_url and the network to it"
-            if redis
-            else "check paths.state is on a local disk and writable"
-        )
-        return [(False, f"{what} answers ({exc})", fix)]
-    return [(True, f"{what} answers ({depth} waiting)", "")]
+        return [(False, f"{backend.title} answers ({exc})", backend.advice)]
+    return [(True, f"{backend.title} answers ({depth} waiting)", "")]
 
 
 def check_backends(settings: Settings) -> list[Check]:
@@ -145,10 +139,11 @@ def check_ocr(settings: Settings) -> list[Check]:
 def check_processes(settings: Settings) -> list[Check]:
     """A watcher and workers, on this host or, with Redis, on any host (a worker-only host
     has no watcher of its own)."""
-    from watcher.backends.redis import alive_hosts
+    from watcher.backends import open_backend
 
     try:
-        elsewhere = {beat["role"]: str(beat["host"]) for beat in alive_hosts(settings)}
+        alive = open_backend(settings).alive_hosts()
+        elsewhere = {beat["role"]: str(beat["host"]) for beat in alive}
     except Exception:  # Redis down: the queue check says so
         elsewhere = {}
     results = []

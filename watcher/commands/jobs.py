@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from handlers.sidecar import JobStatus, now_iso
-from watcher.settings import Settings, open_index, open_ledger
+from watcher.services import Services
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 SORTS = {
@@ -43,7 +43,7 @@ def parse_age(text: str) -> float:
 
 
 def list_jobs(
-    settings: Settings, state: str | None, since: str | None, sort: str, limit: int
+    services: Services, state: str | None, since: str | None, sort: str, limit: int
 ) -> list[dict[str, object]]:
     where, params = [], []
     if state:
@@ -54,7 +54,7 @@ def list_jobs(
         params.append(now_iso(-parse_age(since)))
     clause = f"where {' and '.join(where)}" if where else ""
     query = f"select source, {', '.join(LISTED)} from jobs {clause} order by {SORTS[sort]} limit ?"
-    with open_index(settings).connect() as db:
+    with services.fresh_index().connect() as db:
         rows = db.execute(query, (*params, limit)).fetchall()
     return [dict(zip(("source", *LISTED), row, strict=True)) for row in rows]
 
@@ -85,18 +85,18 @@ def short(stamp: object) -> str:
     return f"{str(stamp)[:19].replace('T', ' '):<19}" if stamp else f"{'-':<19}"
 
 
-def resolve(settings: Settings, target: str) -> str:
+def resolve(services: Services, target: str) -> str:
     """The source (relative path) named by a job id prefix or by a path."""
     if not target.strip():
         raise JobNotFound("no job given: name a job id (or a prefix of one) or a path")
-    rel = as_input_rel(settings, target)
+    rel = as_input_rel(services, target)
     if rel is not None:
         return rel
     if not re.fullmatch(r"[0-9a-f]{1,16}", target):
         raise JobNotFound(
-            f"no job for {target!r}: not a job id, nor a file in {settings.input_dir}"
+            f"no job for {target!r}: not a job id, nor a file in {services.settings.input_dir}"
         )
-    with open_index(settings).connect() as db:
+    with services.fresh_index().connect() as db:
         rows = db.execute(
             "select job_id, source_key from jobs where job_id like ? limit 6", (target + "%",)
         ).fetchall()
@@ -110,12 +110,12 @@ def resolve(settings: Settings, target: str) -> str:
     return bytes(rows[0][1]).decode("utf-8", "surrogateescape")
 
 
-def as_input_rel(settings: Settings, target: str) -> str | None:
+def as_input_rel(services: Services, target: str) -> str | None:
     """A path to a file in the input dir (as given, or relative to it) that has a record
     or exists. A path inside the input dir is taken as written, never through a link."""
-    ledger = open_ledger(settings)
-    for candidate in (Path(target), settings.input_dir / target):
-        rel = input_rel(settings.input_dir, candidate)
+    ledger, input_dir = services.ledger, services.settings.input_dir
+    for candidate in (Path(target), input_dir / target):
+        rel = input_rel(input_dir, candidate)
         if rel and (ledger.read(rel) is not None or os.path.lexists(candidate)):
             return rel
     return None
@@ -133,9 +133,9 @@ def input_rel(input_dir: Path, path: Path) -> str | None:
     return os.fsdecode(absolute.relative_to(input_dir))
 
 
-def find_status(settings: Settings, target: str) -> JobStatus:
-    rel = resolve(settings, target)
-    status = open_ledger(settings).read(rel)
+def find_status(services: Services, target: str) -> JobStatus:
+    rel = resolve(services, target)
+    status = services.ledger.read(rel)
     if status is None:
         raise JobNotFound(f"no job for {rel!r}: it has no sidecar (not seen yet, or purged)")
     return status
@@ -160,8 +160,8 @@ def render_show(status: JobStatus) -> str:
     return "\n".join(lines)
 
 
-def show_job(settings: Settings, target: str, as_json: bool) -> int:
-    status = find_status(settings, target)
+def show_job(services: Services, target: str, as_json: bool) -> int:
+    status = find_status(services, target)
     print(
         json.dumps(status.model_dump(), indent=2, ensure_ascii=True)
         if as_json
@@ -171,8 +171,8 @@ def show_job(settings: Settings, target: str, as_json: bool) -> int:
 
 
 def jobs_command(
-    settings: Settings, state: str | None, since: str | None, sort: str, limit: int, as_json: bool
+    services: Services, state: str | None, since: str | None, sort: str, limit: int, as_json: bool
 ) -> int:
-    rows = list_jobs(settings, state, since, sort, limit)
+    rows = list_jobs(services, state, since, sort, limit)
     print(json.dumps(rows, indent=2) if as_json else render_jobs(rows))
     return 0

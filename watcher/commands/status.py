@@ -4,18 +4,15 @@ index, huey's storage and the heartbeats; `--watch` redraws it with a bar per ru
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
 
-from handlers.sidecar import now_iso
-from watcher.backends.redis import alive_hosts, shown
+from handlers.sidecar import STATES, now_iso
+from watcher.commands.render import bar
 from watcher.heartbeat import read_heartbeat
-from watcher.queue import build_queue, queue_file
-from watcher.settings import Settings, open_index
+from watcher.services import Services
 
-STATES = ("pending", "processing", "completed", "failed", "cancelled")
 RATE_WINDOW_MIN = 5
 RUNNING = ("job_id", "source", "progress", "pages_done", "pages_total", "started_at", "worker")
 
@@ -27,8 +24,9 @@ def age_of(stamp: str | None) -> float | None:
     return round((datetime.now(UTC) - moment).total_seconds(), 1)
 
 
-def collect(settings: Settings) -> dict[str, object]:
-    index = open_index(settings)
+def collect(services: Services) -> dict[str, object]:
+    settings, backend = services.settings, services.backend
+    index = services.fresh_index()
     counts = index.counts()
     with index.connect() as db:
         finished = db.execute(
@@ -41,15 +39,15 @@ def collect(settings: Settings) -> dict[str, object]:
         running = db.execute(
             f"select {', '.join(RUNNING)} from jobs where state = 'processing' order by started_at"
         ).fetchall()
+    depth: int | None
+    scheduled: int | None
+    queue_error: str | None
     try:
-        depth, scheduled = queue_sizes(settings)
+        depth, scheduled = backend.queue_sizes()
         queue_error = None
-    except sqlite3.DatabaseError as exc:  # reported, not repaired: status only reads
+    except Exception as exc:  # any storage failure (damaged, unreachable) is the finding
         depth = scheduled = None
-        queue_error = f"the queue database is damaged ({exc}); the daemon replaces it at start"
-    except Exception as exc:  # the Redis queue cannot be reached (any of its errors)
-        depth = scheduled = None
-        queue_error = f"Redis at {shown(settings.queue.redis_url)} is down ({exc})"
+        queue_error = backend.unreachable(exc)  # reported, not repaired: status only reads
     return {
         "states": {state: counts.get(state, 0) for state in STATES},
         "total": sum(counts.values()),
@@ -61,17 +59,10 @@ def collect(settings: Settings) -> dict[str, object]:
         "workers": read_heartbeat(settings.state_dir, "work"),
         "watcher": read_heartbeat(settings.state_dir, "watch"),
         "processing": [dict(zip(RUNNING, row, strict=True)) for row in running],
-        "hosts": alive_hosts(settings) if queue_error is None else [],
+        "hosts": backend.alive_hosts() if queue_error is None else [],
         "input": str(settings.input_dir),
         "output": str(settings.output_dir),
     }
-
-
-def queue_sizes(settings: Settings) -> tuple[int, int]:
-    if settings.queue.backend == "sqlite" and not queue_file(settings).exists():
-        return 0, 0
-    storage = build_queue(settings, repair=False).huey.storage
-    return storage.queue_size(), storage.schedule_size()
 
 
 def liveness(beat: dict[str, object], what: str) -> str:
@@ -81,15 +72,6 @@ def liveness(beat: dict[str, object], what: str) -> str:
         )
     extra = f", {len(beat.get('workers', []))} worker processes" if "workers" in beat else ""  # type: ignore[arg-type]
     return f"{what}: running (pid {beat['pid']}{extra})"
-
-
-def bar(done: int | None, total: int | None, unit: str = "pages", width: int = 24) -> str:
-    """`[######------------------]  25% 9/36 pages`"""
-    fraction = min((done or 0) / total, 1.0) if total else 0.0
-    filled = int(round(fraction * width))
-    return (
-        f"[{'#' * filled}{'-' * (width - filled)}] {int(fraction * 100):3d}% {done}/{total} {unit}"
-    )
 
 
 def queue_line(report: dict[str, object]) -> str:
@@ -137,18 +119,18 @@ def render(report: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def show_status(settings: Settings, as_json: bool) -> int:
-    report = collect(settings)
+def show_status(services: Services, as_json: bool) -> int:
+    report = collect(services)
     print(json.dumps(report, indent=2) if as_json else render(report))
     return 0
 
 
-def watch_status(settings: Settings, interval: float) -> int:
+def watch_status(services: Services, interval: float) -> int:
     """Redraw until Ctrl-C; in place on a terminal, frame after frame otherwise."""
     tty = sys.stdout.isatty()
     try:
         while True:
-            frame = render(collect(settings))
+            frame = render(collect(services))
             stamp = time.strftime("%H:%M:%S")
             prefix = "\x1b[H\x1b[2J" if tty else "\n"
             sys.stdout.write(f"{prefix}hotfolder status  {stamp}  (Ctrl-C to stop)\n{frame}\n")

@@ -11,28 +11,25 @@ import structlog
 
 from handlers.errors import JobError
 from handlers.lease import Lease
-from handlers.ledger import Ledger
-from handlers.sidecar import TERMINAL, JobStatus, new_status, now_iso
-from handlers.source import digest_input, job_id
-from watcher.backends.redis import open_leases
+from handlers.lifecycle import admit
+from handlers.sidecar import TERMINAL, JobStatus, now_iso
+from handlers.source import digest_input
 from watcher.daemon.skips import Skips, kind_of
-from watcher.queue import Queue
-from watcher.settings import Settings
+from watcher.services import Services
 
 log = structlog.get_logger("hotfolder.intake")
 
 
 class Intake:
-    def __init__(
-        self, settings: Settings, queue: Queue, ledger: Ledger, skips: Skips | None = None
-    ) -> None:
+    def __init__(self, services: Services, skips: Skips | None = None) -> None:
+        settings = services.settings
         self.input_dir = settings.input_dir
-        self.ledger = ledger
-        self.leases = open_leases(settings)
+        self.ledger = services.ledger
+        self.leases = services.leases
         self.priority = settings.queue.default_priority
         self.rules = settings.queue.priority_rules
         self.enqueue_timeout = settings.queue.enqueue_timeout
-        self.queue = queue
+        self.queue = services.queue
         self.skips = skips or Skips()
 
     def submit(
@@ -99,9 +96,7 @@ class Intake:
             return "requeued", recorded
         if force:
             self.leases.clear_cancel(rel)  # a person asks again
-        status = new_status(rel, job_id(rel, sha), sha, size, priority)
-        status.mtime_ns = info.st_mtime_ns
-        return "enqueued", self.ledger.save(status)
+        return "enqueued", admit(self.ledger, rel, sha, size, info.st_mtime_ns, priority)
 
     def relative(self, path: Path) -> str | None:
         try:

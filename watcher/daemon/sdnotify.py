@@ -9,7 +9,8 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
-STATES = ("pending", "processing", "completed", "failed", "cancelled")
+from handlers.sidecar import STATES
+
 STATUS_INTERVAL = 2.0  # seconds between STATUS updates
 
 

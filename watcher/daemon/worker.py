@@ -9,11 +9,10 @@ import structlog
 from huey.api import Task
 
 from handlers.converter import build_converter
+from handlers.lifecycle import put_back
 from handlers.pipeline import JobContext, process_file
-from watcher.backends.redis import open_leases
 from watcher.daemon import inflight
-from watcher.queue import Queue
-from watcher.settings import Settings, job_policy, open_ledger
+from watcher.services import Services
 
 log = structlog.get_logger("hotfolder.worker")
 # The exit status of a worker process that ends after workers.max_tasks_per_worker tasks,
@@ -25,9 +24,10 @@ BUSY_DELAY = 5.0  # seconds before a job whose file another worker holds is trie
 class Worker:
     """Built in the consumer before fork; `start` runs in each worker process after it."""
 
-    def __init__(self, settings: Settings, queue: Queue) -> None:
-        self.settings = settings
-        self.queue = queue
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.queue = services.queue
         self.context: JobContext | None = None
         self.taken = 0  # tasks this process has run
 
@@ -37,12 +37,12 @@ class Worker:
         options = self.settings.conversion.options(self.settings.worker_count)
         self.context = JobContext(
             input_dir=self.settings.input_dir,
-            ledger=open_ledger(self.settings),
-            leases=open_leases(self.settings),
+            ledger=self.services.ledger,
+            leases=self.services.leases,
             scratch_dir=self.settings.scratch_dir,
             options=options,
             converter=build_converter(options),
-            policy=job_policy(self.settings),
+            policy=self.services.policy,
             worker=f"{socket.gethostname()}:{os.getpid()}",
         )
         log.info("worker.ready", pid=os.getpid())
@@ -88,10 +88,5 @@ class Worker:
         except Exception as exc:  # any backend's error (a locked file, Redis down): the
             # sidecar stays non-terminal, so the reconciler enqueues it again.
             log.error("job.requeue_failed", source=rel, error=str(exc))
-        ledger = self.context.ledger if self.context else open_ledger(self.settings)
-        status = ledger.read(rel)
-        if status and status.state == "processing":
-            status.state, status.progress, status.worker = "pending", 0, None
-            status.attempts = max(status.attempts - 1, 0)  # a stop is not the document's fault
-            ledger.save(status)
+        put_back(self.services.ledger, rel)
         log.warning("job.interrupted", source=rel, requeued=True)

@@ -1,5 +1,6 @@
-"""Jobs whose worker died: found by the consumer (a dead or overdue worker process) and by
-the reconciler (a `processing` sidecar whose file lock is free), and retried or failed."""
+"""The worker guard, in the consumer's health check: a worker whose job runs past
+`jobs.hard_timeout` or whose memory passes the cap is killed, and the job of every worker
+that died is recovered (huey replaces the process, not the job)."""
 
 from __future__ import annotations
 
@@ -13,56 +14,17 @@ from pathlib import Path
 import structlog
 from huey.consumer import Consumer
 
-from handlers.errors import lost_worker
-from handlers.lease import Leases
-from handlers.ledger import Ledger
-from handlers.pipeline import end_vanished, recover_lost
-from handlers.sidecar import TERMINAL, now_iso
 from handlers.source import copy_owners, discard_copies
-from watcher.backends.redis import open_leases
 from watcher.daemon import inflight
+from watcher.daemon.reconcile import recover
 from watcher.daemon.sdnotify import Notifier
 from watcher.daemon.worker import RECYCLED
 from watcher.heartbeat import Heartbeat, pid_exists
-from watcher.queue import Queue
-from watcher.settings import Settings, job_policy, open_ledger
+from watcher.services import Services
 
 log = structlog.get_logger("hotfolder.recovery")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-
-def recover(
-    settings: Settings, queue: Queue, ledger: Ledger, leases: Leases, rel: str, reason: str
-) -> None:
-    """Count the lost attempt; enqueue a retry unless attempts have run out."""
-    policy = job_policy(settings)
-    lost = lost_worker(reason, settings.jobs.hard_timeout, settings.memory_cap_mb)
-    status = recover_lost(rel, settings.input_dir, ledger, leases, policy, lost)
-    if status and status.state == "pending":
-        delay = policy.retry_delay(status.attempts)
-        queue.enqueue(rel, status.priority, settings.queue.enqueue_timeout, delay=delay)
-
-
-def sweep(settings: Settings, queue: Queue, leases: Leases, leading: bool = True) -> None:
-    """The sidecar half of a reconciler pass: the index is resynced and, by the leader, a
-    `processing` job whose worker is gone (its lease free) is recovered, and a waiting job
-    whose input vanished is ended."""
-    policy = job_policy(settings)
-    ledger = open_ledger(settings)
-    since = now_iso()
-    statuses = list(ledger.all())
-    if ledger.index is not None:
-        ledger.index.sync(statuses, since)  # what the pass changes is mirrored as written
-    for status in statuses if leading else ():
-        if status.state in TERMINAL:
-            continue
-        try:
-            if status.state == "processing":
-                recover(settings, queue, ledger, leases, status.source, "crashed")  # if free
-            elif not os.path.lexists(settings.input_dir / status.source):
-                end_vanished(status.source, ledger, leases, policy)
-        except Exception:  # per-job boundary: one bad record must not stop the pass
-            log.exception("recovery.failed", source=status.source)
+DIED = "Worker %d died, restarting."  # huey's warning (tests/test_consumer.py pins it)
 
 
 class WorkerGuard:
@@ -70,48 +32,43 @@ class WorkerGuard:
     `jobs.hard_timeout` or whose memory passes `workers.max_memory_mb`, and recovers the job
     of every worker that died (huey replaces the process, not the job)."""
 
-    def __init__(
-        self, settings: Settings, queue: Queue, consumer: Consumer, notifier: Notifier
-    ) -> None:
-        self.settings = settings
-        self.queue = queue
+    def __init__(self, services: Services, consumer: Consumer, notifier: Notifier) -> None:
+        settings = self.settings = services.settings
+        self.services = services
         self.consumer = consumer
         self.notifier = notifier
         self.killed: dict[int, str] = {}  # pid -> why it was killed
         self.recycled: set[int] = set()  # numbers of the workers that just ended a recycle
         self.max_tasks = settings.workers.max_tasks_per_worker
-        self.heartbeat = Heartbeat(settings, "work")
-        self.ledger = open_ledger(settings)
-        self.leases = open_leases(settings)
-
-    def install(self) -> None:
-        check: Callable[[], bool] = self.consumer.check_worker_health
-
-        def guarded() -> bool:
-            self.beat()
-            self.police()
-            dead = [
-                (number, proc)
-                for number, (_, proc) in enumerate(self.consumer.worker_threads, 1)
-                if not proc.is_alive()
-            ]
-            self.recycled = {number for number, proc in dead if proc.exitcode == RECYCLED}
-            for number, proc in dead:
-                if number in self.recycled:
-                    log.info("worker.recycled", pid=proc.pid, after_tasks=self.max_tasks)
-            healthy = check()
-            for _, proc in dead:
-                self.recover_pid(proc.pid)
-            return healthy
-
-        self.consumer.check_worker_health = guarded  # type: ignore[method-assign]
+        self.heartbeat = Heartbeat(settings, "work", services.backend)
+        self.ledger = services.ledger
         logging.getLogger("huey.consumer").addFilter(self.planned)
+
+    def check(self, check: Callable[[], bool]) -> bool:
+        """huey's health check (`check`, which replaces dead workers) wrapped: beat, police
+        the running jobs, tell planned recycles from deaths, and recover the dead's jobs."""
+        self.beat()
+        self.police()
+        dead = [
+            (number, proc)
+            for number, (_, proc) in enumerate(self.consumer.worker_threads, 1)
+            if not proc.is_alive()
+        ]
+        self.recycled = {number for number, proc in dead if proc.exitcode == RECYCLED}
+        for number, proc in dead:
+            if number in self.recycled:
+                log.info("worker.recycled", pid=proc.pid, after_tasks=self.max_tasks)
+        healthy = check()
+        for _, proc in dead:
+            self.recover_pid(proc.pid)
+        return healthy
 
     def planned(self, record: logging.LogRecord) -> bool:
         """Drops huey's "Worker N died, restarting." for a planned recycle (logged above as
         `worker.recycled`, at info level); a real death keeps its warning."""
-        died = record.msg == "Worker %d died, restarting."
-        return not (died and record.args and record.args[0] in self.recycled)
+        died = record.msg == DIED
+        number = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        return not (died and number in self.recycled)
 
     def beat(self) -> None:
         """Liveness, for `hotfolder status` and for systemd (READY once the workers run,
@@ -165,7 +122,7 @@ class WorkerGuard:
         if entry is None:
             return
         try:
-            recover(self.settings, self.queue, self.ledger, self.leases, entry.source, reason)
+            recover(self.services, entry.source, reason)
         except Exception:  # per-job boundary: one bad record must not stop the consumer
             log.exception("recovery.failed", source=entry.source)
             return

@@ -1,0 +1,113 @@
+"""One host: huey's SQLite storage in the state dir, flock leases, heartbeat files only."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import ClassVar
+
+import structlog
+from huey import SqliteHuey
+from huey.api import Huey, Task
+
+from handlers.atomic import set_aside
+from handlers.lease import FileLeases, Leases, exclusive
+from watcher.backends.doorbell import Doorbell
+from watcher.settings import Settings
+
+QUEUE_NAME = "hotfolder"
+log = structlog.get_logger("hotfolder.queue")
+
+
+class SqliteBackend:
+    shared: ClassVar[bool] = False
+    title = "queue database"
+    advice = "check paths.state is on a local disk and writable"
+    busy: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
+
+    def __init__(self, settings: Settings) -> None:
+        self.state_dir = settings.state_dir
+        self.locks_dir = settings.locks_dir
+        self.path = settings.state_dir / "queue.db"
+
+    def huey(self, repair: bool = True) -> Huey:
+        """A file in the state dir: WAL, fsync on, results off; its doorbell wakes the idle
+        workers of this host on every enqueue."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if repair:
+            repair_queue(self.path)
+        return RingingSqliteHuey(
+            QUEUE_NAME,
+            filename=str(self.path),
+            results=False,
+            fsync=True,
+            timeout=10,
+            utc=True,
+            bell=Doorbell(self.state_dir / "queue.bell"),
+        )
+
+    def leases(self) -> Leases:
+        return FileLeases(self.locks_dir)
+
+    def publish_alive(self, role: str, record: dict[str, object]) -> None:
+        pass  # the heartbeat file is the record on one host
+
+    def alive_hosts(self) -> list[dict[str, object]]:
+        return []
+
+    def queue_sizes(self) -> tuple[int, int]:
+        if not self.path.exists():
+            return 0, 0
+        storage = self.huey(repair=False).storage
+        return storage.queue_size(), storage.schedule_size()
+
+    def unreachable(self, exc: Exception) -> str:
+        if isinstance(exc, sqlite3.DatabaseError):
+            return f"the queue database is damaged ({exc}); the daemon replaces it at start"
+        return f"the queue database cannot be read ({exc})"
+
+
+class RingingSqliteHuey(SqliteHuey):
+    """huey's SQLite storage that rings this host's doorbell on every enqueue (ours, the
+    scheduler's moves of due retries, a stop's put-backs): an idle worker starts the task
+    at once instead of at its next poll. Redis needs none: its dequeue blocks."""
+
+    def __init__(self, *args: object, bell: Doorbell, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.bell = bell
+
+    def enqueue(self, task: Task) -> object:
+        result = super().enqueue(task)
+        self.bell.ring()
+        return result
+
+
+def repair_queue(path: Path) -> None:
+    """A damaged queue file is set aside and a new one started. The queue is only the
+    dispatcher: the reconciler re-enqueues every unfinished job from the sidecars."""
+    if intact(path):
+        return
+    with exclusive(path.with_name(path.name + ".lock")):
+        if intact(path):
+            return  # another process repaired it meanwhile
+        aside = set_aside(path)
+    log.warning(
+        "queue.damaged",
+        moved_to=str(aside),
+        hint="a new queue was started; the reconciler re-enqueues unfinished jobs",
+    )
+
+
+def intact(path: Path) -> bool:
+    if not path.exists():
+        return True
+    try:
+        db = sqlite3.connect(path, timeout=10)
+        try:
+            return bool(db.execute("pragma quick_check").fetchone()[0] == "ok")
+        finally:
+            db.close()
+    except sqlite3.OperationalError:
+        return True  # busy or unreadable: not damage, and not ours to repair
+    except sqlite3.DatabaseError:
+        return False

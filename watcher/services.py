@@ -1,0 +1,85 @@
+"""What every hotfolder process opens once and passes down: the backend with its queue and
+leases, the job ledger (sidecars mirrored into the job index) and the job policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from handlers.index import JobIndex
+from handlers.lease import Leases
+from handlers.ledger import Ledger
+from handlers.lifecycle import JobPolicy
+from handlers.sidecar import now_iso
+from watcher.backends import Backend, open_backend
+from watcher.queue import Queue, build_queue
+from watcher.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    backend: Backend
+    ledger: Ledger
+    leases: Leases
+    policy: JobPolicy
+    repair: bool = True  # off for the commands that only read: nothing is replaced
+
+    @cached_property
+    def queue(self) -> Queue:
+        """Built on first use: a command that never touches the queue never opens it."""
+        return build_queue(self.backend, self.repair)
+
+    @property
+    def index(self) -> JobIndex:
+        assert self.ledger.index is not None
+        return self.ledger.index
+
+    def fresh_index(self) -> JobIndex:
+        """The job index, resynced from the sidecars first when this host's copy may have
+        drifted: with several hosts it only sees its own writes between syncs, so it is
+        resynced when no sync began within a reconcile interval (a host that runs only
+        workers has no reconciler to do it)."""
+        index = self.index
+        if self.backend.shared:
+            synced = index.synced_at()
+            if synced is None or synced < now_iso(-self.settings.jobs.reconcile_interval):
+                index.sync(self.ledger.all(), now_iso())
+        return index
+
+
+def open_services(settings: Settings, repair: bool = True) -> Services:
+    backend = open_backend(settings)
+    return Services(
+        settings=settings,
+        backend=backend,
+        ledger=open_ledger(settings),
+        leases=backend.leases(),
+        policy=job_policy(settings),
+        repair=repair,
+    )
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    """The sidecars under the output dir, mirrored into the job index in the state dir
+    (refilled from the sidecars if it had to be replaced)."""
+    index = JobIndex(settings.state_dir / "index.db")
+    ledger = Ledger(settings.output_dir, index)
+    if index.rebuilt:
+        index.sync(ledger.all(), now_iso())
+    return ledger
+
+
+def job_policy(settings: Settings) -> JobPolicy:
+    jobs = settings.jobs
+    return JobPolicy(
+        max_attempts=jobs.max_attempts,
+        retry_backoff=jobs.retry_backoff,
+        max_file_bytes=int(jobs.max_file_mb * 2**20),
+        max_pages=jobs.max_pages,
+        refuse_hard_links=jobs.refuse_hard_links,
+        on_success=jobs.on_success,
+        on_failure=jobs.on_failure,
+        archive_dir=settings.paths.archive,
+        quarantine_dir=settings.paths.quarantine,
+    )
