@@ -1,20 +1,24 @@
-"""docling, wrapped: one warm DocumentConverter per worker, and conversion with progress."""
+"""docling, wrapped: one warm DocumentConverter per worker, and conversion with progress.
+The journey sees a `Converter` and the small `Conversion` it returns, never docling's
+result; a fake converter stands in for docling where a test injects a fault."""
 
 from __future__ import annotations
 
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from handlers.errors import JobError, classify, models_missing
+from handlers.ocr.engine import OcrOptions
 
 if TYPE_CHECKING:
     from docling.datamodel.document import ConversionResult
     from docling.document_converter import DocumentConverter
+    from docling_core.types.doc.document import DoclingDocument
 
 DOCLING_VERSION = version("docling-slim")
 Progress = Callable[[int, int], None]
@@ -30,11 +34,42 @@ class ConversionOptions:
     page_images: bool = False
     document_timeout: float = 0.0
     progress_interval: float = 1.0
-    ocr: str = "auto"
-    ocr_dpi: float = 144.0
-    ocr_language: str = "en"
-    ocr_models: str = ""
-    ocr_threads: int = 1
+    ocr: OcrOptions = OcrOptions()
+
+
+@dataclass
+class Conversion:
+    """What the journey keeps of a conversion."""
+
+    document: DoclingDocument
+    input_format: str | None = None
+    pages: int = 0
+    warnings: list[str] = field(default_factory=list)
+    partial: bool = False
+
+
+class Converter(Protocol):
+    def convert(self, source: Path, on_pages: Progress, max_pages: int = 0) -> Conversion:
+        """Convert `source`; a result that is not usable raises JobError."""
+        ...
+
+
+class DoclingConverter:
+    """docling's DocumentConverter, built once per worker process and kept warm."""
+
+    def __init__(self, options: ConversionOptions) -> None:
+        self.options = options
+        self.docling = build_converter(options)
+
+    def convert(self, source: Path, on_pages: Progress, max_pages: int = 0) -> Conversion:
+        result = convert(self.docling, source, on_pages, max_pages, self.options.ocr.mode)
+        return Conversion(
+            document=result.document,
+            input_format=result.input.format.value if result.input.format else None,
+            pages=len(result.document.pages),
+            warnings=warnings_of(result),
+            partial=is_partial(result),
+        )
 
 
 def build_converter(options: ConversionOptions) -> DocumentConverter:
@@ -55,10 +90,6 @@ def build_converter(options: ConversionOptions) -> DocumentConverter:
         generate_picture_images=False,
         document_timeout=options.document_timeout or None,
         ocr=options.ocr,
-        ocr_dpi=options.ocr_dpi,
-        ocr_language=options.ocr_language,
-        ocr_models=options.ocr_models,
-        ocr_threads=options.ocr_threads,
     )
     return DocumentConverter(
         format_options={

@@ -2,6 +2,10 @@
 
 A sidecar whose place cannot hold it (the name too long, another input's outputs in the
 way) is kept under `output/.hotfolder/records/` instead, so every job still has a record.
+
+Every saved record is handed to the ledger's listeners once it is durably in place: the
+one place where a consumer of "a job changed" (a job ended: hooks, metrics) plugs in,
+whichever process or path made the change.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import structlog
@@ -27,12 +31,18 @@ from handlers.sidecar import (
 log = structlog.get_logger("hotfolder.ledger")
 UNUSABLE = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST})
 RECORDS = Path(".hotfolder") / "records"
+Listener = Callable[[JobStatus], None]
 
 
 class Ledger:
     def __init__(self, output_dir: Path, index: JobIndex | None = None) -> None:
         self.output_dir = output_dir
         self.index = index
+        self.listeners: list[Listener] = []
+
+    def listen(self, listener: Listener) -> None:
+        """Call `listener` with every record saved from now on, after it is written."""
+        self.listeners.append(listener)
 
     def path(self, rel: str) -> Path:
         return sidecar_path(self.output_dir, rel)
@@ -63,6 +73,12 @@ class Ledger:
             except sqlite3.Error as exc:
                 # The sidecar is written; the next reconciler pass resyncs the index.
                 log.warning("index.write_failed", source=status.source, error=str(exc))
+        for listener in self.listeners:
+            try:
+                listener(status)
+            except Exception:  # per-listener boundary: one that reports an outcome never
+                # changes it, nor stops the job or the other listeners
+                log.exception("ledger.listener_failed", source=status.source)
         return status
 
     def forget(self, rel: str) -> None:

@@ -1,11 +1,18 @@
 """The converted document written as `<rel>.<ext>` files that mirror the input tree, and
-the names refused because those files would not fit, or would land on another job's."""
+the names refused because those files would not fit, or would land on another job's.
+
+`FORMATS` is the one registry of output formats (`conversion.to`): a renderer gets the
+document and the private copy of the input that was converted, and returns the file's
+bytes. A new format is one decorated function here.
+"""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +23,6 @@ from handlers.sidecar import SUFFIX
 if TYPE_CHECKING:
     from docling_core.types.doc.document import DoclingDocument
 
-EXTENSIONS = {"md": "md", "json": "json", "html": "html", "text": "txt", "doctags": "doctags"}
 NAME_MAX = 255  # bytes in one file name, on every common Linux file system
 # A file where a folder is needed, a folder where a file is, a path too long.
 MISPLACED = frozenset({errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG})
@@ -40,35 +46,74 @@ def check_name(rel: str) -> None:
         )
 
 
-def render(document: DoclingDocument, fmt: str) -> str:
-    if fmt == "md":
-        return document.export_to_markdown()
-    if fmt == "json":
-        return json.dumps(document.export_to_dict(), ensure_ascii=False)
-    if fmt == "html":
-        return document.export_to_html()
-    if fmt == "text":
-        return document.export_to_text()
-    if fmt == "doctags":
-        return document.export_to_doctags()
-    raise ValueError(f"unknown output format {fmt!r}")
+Renderer = Callable[["DoclingDocument", Path], bytes]
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    name: str  # as written in conversion.to
+    extension: str  # `<rel>.<extension>` in the output folder
+    render: Renderer
+
+
+FORMATS: dict[str, OutputFormat] = {}
+
+
+def output_format(name: str, extension: str) -> Callable[[Renderer], Renderer]:
+    """Register the decorated renderer as the output format `name`."""
+
+    def register(render: Renderer) -> Renderer:
+        FORMATS[name] = OutputFormat(name, extension, render)
+        return render
+
+    return register
+
+
+def text(data: str) -> bytes:
+    return data.encode("utf-8", "surrogateescape")
+
+
+@output_format("md", "md")
+def markdown(document: DoclingDocument, source: Path) -> bytes:
+    return text(document.export_to_markdown())
+
+
+@output_format("json", "json")
+def docling_json(document: DoclingDocument, source: Path) -> bytes:
+    return text(json.dumps(document.export_to_dict(), ensure_ascii=False))
+
+
+@output_format("html", "html")
+def html(document: DoclingDocument, source: Path) -> bytes:
+    return text(document.export_to_html())
+
+
+@output_format("text", "txt")
+def plain_text(document: DoclingDocument, source: Path) -> bytes:
+    return text(document.export_to_text())
+
+
+@output_format("doctags", "doctags")
+def doctags(document: DoclingDocument, source: Path) -> bytes:
+    return text(document.export_to_doctags())
 
 
 def output_path(output_dir: Path, rel: str, fmt: str) -> Path:
     """`report.pdf` -> `report.pdf.md`: the full name is kept so siblings never collide."""
-    return safe_join(output_dir, f"{rel}.{EXTENSIONS[fmt]}")
+    return safe_join(output_dir, f"{rel}.{FORMATS[fmt].extension}")
 
 
 def write_outputs(
-    document: DoclingDocument, output_dir: Path, rel: str, formats: tuple[str, ...]
+    document: DoclingDocument,
+    source: Path,
+    output_dir: Path,
+    rel: str,
+    formats: tuple[str, ...],
 ) -> dict[str, str]:
-    """Write every requested format, all or none; returns format -> path relative to
-    output_dir."""
+    """Write every requested format of `document` (converted from the private copy
+    `source`), all or none; returns format -> path relative to output_dir."""
     files = [
-        (
-            output_path(output_dir, rel, fmt),
-            render(document, fmt).encode("utf-8", "surrogateescape"),
-        )
+        (output_path(output_dir, rel, fmt), FORMATS[fmt].render(document, source))
         for fmt in formats
     ]
     try:
@@ -92,7 +137,7 @@ def write_outputs(
 
 def remove_outputs(output_dir: Path, rel: str) -> None:
     """Delete every output `rel` may have (a name that could have none is passed over)."""
-    for fmt in EXTENSIONS:
+    for fmt in FORMATS:
         try:
             output_path(output_dir, rel, fmt).unlink(missing_ok=True)
         except OSError as exc:

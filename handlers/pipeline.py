@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -26,9 +25,6 @@ from handlers.lifecycle import JobPolicy, cancel, complete, fail, refuse, start
 from handlers.outputs import check_name, write_outputs
 from handlers.sidecar import TERMINAL, JobStatus
 from handlers.source import Snapshot, read_input
-
-if TYPE_CHECKING:
-    from docling.document_converter import DocumentConverter
 
 log = structlog.get_logger("hotfolder.job")
 
@@ -51,7 +47,7 @@ class JobContext:
     leases: Leases
     scratch_dir: Path
     options: conv.ConversionOptions
-    converter: DocumentConverter
+    converter: conv.Converter
     policy: JobPolicy = JobPolicy()
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     on_progress: Callable[[JobStatus], None] | None = None
@@ -101,17 +97,12 @@ def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext, lease: Leas
     started = time.monotonic()
     try:
         check_entities(copy.path)
-        result = conv.convert(
-            ctx.converter,
-            copy.path,
-            progress_writer(status, ctx, lease),
-            ctx.policy.max_pages,
-            ctx.options.ocr,
-        )
+        on_pages = progress_writer(status, ctx, lease)
+        result = ctx.converter.convert(copy.path, on_pages, ctx.policy.max_pages)
         check_cancel(status, ctx)
         fence(lease, ctx.ledger, status)
         status.outputs = write_outputs(
-            result.document, ctx.ledger.output_dir, status.source, ctx.options.to
+            result.document, copy.path, ctx.ledger.output_dir, status.source, ctx.options.to
         )
     except JobCancelled:
         return cancel(ctx.ledger, status)
@@ -122,9 +113,8 @@ def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext, lease: Leas
             return dropped(ctx.ledger, status)
         error = named_after_input(classify(exc), copy, status.source)
         return fail(ctx.ledger, status, error, ctx.policy, origin, time.monotonic() - started)
-    status.input_format = result.input.format.value if result.input.format else None
-    status.pages = len(result.document.pages)
-    status.warnings, status.partial = conv.warnings_of(result), conv.is_partial(result)
+    status.input_format, status.pages = result.input_format, result.pages
+    status.warnings, status.partial = result.warnings, result.partial
     return complete(ctx.ledger, status, ctx.policy, origin, time.monotonic() - started)
 
 

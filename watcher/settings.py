@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from handlers.converter import ConversionOptions
-from handlers.outputs import EXTENSIONS
+from handlers.ocr.engine import OcrOptions
+from handlers.outputs import FORMATS
 
 EX_CONFIG = 78
 
@@ -87,26 +88,29 @@ class ConversionConfig(Section):
     @field_validator("to")
     @classmethod
     def known_formats(cls, value: list[str]) -> list[str]:
-        unknown = [fmt for fmt in value if fmt not in EXTENSIONS]
+        unknown = [fmt for fmt in value if fmt not in FORMATS]
         if unknown or not value:
-            raise ValueError(f"must be a non-empty list of {sorted(EXTENSIONS)}; got {value}")
+            raise ValueError(f"must be a non-empty list of {sorted(FORMATS)}; got {value}")
         return value
 
     def options(self, workers: int) -> ConversionOptions:
         """What shapes a conversion; OCR threads, unless set, share the cores among
         `workers` worker processes."""
         cores = usable_cores()
+        ocr = OcrOptions(
+            mode=self.ocr,
+            dpi=self.ocr_dpi,
+            language=self.ocr_language,
+            models_dir=self.ocr_models,
+            threads=self.ocr_threads or max(1, cores // workers),
+        )
         return ConversionOptions(
             to=tuple(self.to),
             pdf_pipeline=self.pdf_pipeline,
             page_images=self.page_images,
             document_timeout=self.document_timeout,
             progress_interval=self.progress_interval,
-            ocr=self.ocr,
-            ocr_dpi=self.ocr_dpi,
-            ocr_language=self.ocr_language,
-            ocr_models=self.ocr_models,
-            ocr_threads=self.ocr_threads or max(1, cores // workers),
+            ocr=ocr,
         )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from handlers.errors import JobError
 from handlers.ocr.layout import Box, Line, Paragraph, paragraphs
@@ -23,7 +23,13 @@ AGREEMENT = 0.5  # share of the text (by length) that must agree on a page's ori
 
 
 @dataclass(frozen=True)
-class OcrSettings:
+class OcrOptions:
+    """Every OCR setting, from `[conversion]` to the engine in one piece: a new setting is a
+    field here, its key in the config, and the line of `ConversionConfig.options` that
+    fills it."""
+
+    mode: Literal["auto", "off", "force"] = "auto"  # auto: the pages without a text layer
+    dpi: float = 144.0  # pages are rendered at this resolution for OCR
     language: str = "en"
     models_dir: str = ""  # where model files for other languages are looked for
     threads: int = 1  # onnxruntime threads of one worker
@@ -32,7 +38,7 @@ class OcrSettings:
 class OcrEngine:
     """One RapidOCR per worker process, created on the first page that needs it."""
 
-    def __init__(self, settings: OcrSettings) -> None:
+    def __init__(self, settings: OcrOptions) -> None:
         self.settings = settings
         self._reader: Any = None
 
@@ -145,7 +151,7 @@ def bundled_languages() -> list[str]:
     return list_supported_langs(TaskType.REC, OCRVersion.PPOCRV6)
 
 
-def recognition_model(settings: OcrSettings) -> Path:
+def recognition_model(settings: OcrOptions) -> Path:
     """The recognition model for `settings.language`: the bundled one if it reads that
     language, else a model file in `settings.models_dir`; missing, it is a clear failure."""
     language = settings.language.strip().lower()

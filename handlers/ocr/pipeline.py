@@ -5,7 +5,7 @@ reading order, with its page and box; born-digital pages keep their exact text l
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from docling.backend.pdf_backend import PdfPageBackend
 from docling.datamodel.base_models import Page
@@ -16,7 +16,7 @@ from docling_core.types.doc.base import BoundingBox, CoordOrigin
 from docling_core.types.doc.page import BoundingRectangle, SegmentedPdfPage, TextCell
 
 from handlers.errors import JobError
-from handlers.ocr.engine import OcrEngine, OcrSettings
+from handlers.ocr.engine import OcrEngine, OcrOptions
 from handlers.ocr.layout import Paragraph
 
 if TYPE_CHECKING:
@@ -37,11 +37,7 @@ class OcrUnavailable(BaseException):  # noqa: N818 - a carrier, like JobCancelle
 
 
 class ScanPipelineOptions(NativePdfPipelineOptions):
-    ocr: Literal["auto", "off", "force"] = "auto"
-    ocr_dpi: float = 144.0
-    ocr_language: str = "en"
-    ocr_models: str = ""
-    ocr_threads: int = 1
+    ocr: OcrOptions = OcrOptions()
 
 
 class ScanPdfPipeline(NativePdfPipeline):
@@ -51,13 +47,7 @@ class ScanPdfPipeline(NativePdfPipeline):
     def __init__(self, pipeline_options: ScanPipelineOptions) -> None:
         super().__init__(pipeline_options)
         self.options = pipeline_options
-        self.engine = OcrEngine(
-            OcrSettings(
-                language=pipeline_options.ocr_language,
-                models_dir=pipeline_options.ocr_models,
-                threads=pipeline_options.ocr_threads,
-            )
-        )
+        self.engine = OcrEngine(pipeline_options.ocr)
 
     def _parse_page(
         self,
@@ -68,7 +58,9 @@ class ScanPdfPipeline(NativePdfPipeline):
         page = super()._parse_page(timings, conv_res, page_backend)
         if page is None or page.parsed_page is None or page.size is None:
             return page
-        if not needs_ocr(self.options.ocr, page.parsed_page, page.size.width * page.size.height):
+        if not needs_ocr(
+            self.options.ocr.mode, page.parsed_page, page.size.width * page.size.height
+        ):
             return page
         scale = min(
             self.render_scale(page_backend), MAX_SIDE / max(page.size.width, page.size.height)
@@ -82,10 +74,10 @@ class ScanPdfPipeline(NativePdfPipeline):
         return page
 
     def render_scale(self, page_backend: PdfPageBackend) -> float:
-        """A page at `ocr_dpi`, or an image page at its own resolution if that is higher:
+        """A page at the OCR resolution, or an image page at its own resolution if that is higher:
         a low-resolution scan is enlarged (recognition makes far fewer errors on it)."""
         dpi = getattr(page_backend, "_dpi", None)  # only docling's image pages have one
-        return max(max(dpi) if dpi else 0.0, self.options.ocr_dpi) / 72
+        return max(max(dpi) if dpi else 0.0, self.options.ocr.dpi) / 72
 
 
 def needs_ocr(mode: str, parsed: SegmentedPdfPage, page_area: float) -> bool:

@@ -26,8 +26,9 @@ BARRIER = None
 def warm(threads: int, ocr: str, barrier: object) -> None:
     global CONVERTER, BARRIER
     from handlers.converter import ConversionOptions, build_converter
+    from handlers.ocr.engine import OcrOptions
 
-    CONVERTER = build_converter(ConversionOptions(ocr=ocr, ocr_threads=threads))
+    CONVERTER = build_converter(ConversionOptions(ocr=OcrOptions(mode=ocr, threads=threads)))
     BARRIER = barrier
 
 
@@ -38,7 +39,7 @@ def meet(_: int) -> None:
 
 def convert(job: tuple[str, str]) -> tuple[float, bool]:
     """Convert one file and write its outputs; returns (CPU seconds, converted)."""
-    from handlers.outputs import render
+    from handlers.outputs import FORMATS
 
     source, target = job
     started = time.process_time()
@@ -46,7 +47,7 @@ def convert(job: tuple[str, str]) -> tuple[float, bool]:
     ok = result.status.name in ("SUCCESS", "PARTIAL_SUCCESS")
     if ok:
         for fmt in ("md", "json"):
-            Path(f"{target}.{fmt}").write_text(render(result.document, fmt))
+            Path(f"{target}.{fmt}").write_bytes(FORMATS[fmt].render(result.document, Path(source)))
     return time.process_time() - started, ok
 
 

@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from handlers.converter import build_converter
+from handlers.converter import DoclingConverter
 from handlers.lease import FileLeases
 from handlers.ledger import Ledger
 from handlers.pipeline import JobContext, process_file
@@ -40,7 +40,7 @@ def convert_one(settings: Settings, file: Path, output_dir: Path) -> int:
             leases=FileLeases(Path(private) / "locks"),
             scratch_dir=Path(private) / "scratch",
             options=options,
-            converter=build_converter(options),
+            converter=DoclingConverter(options),
             # In the foreground: one attempt, and the file is left where it is.
             policy=replace(
                 job_policy(settings), max_attempts=1, on_success="keep", on_failure="keep"

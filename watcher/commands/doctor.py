@@ -118,12 +118,12 @@ def check_ocr(settings: Settings) -> list[Check]:
         from handlers.ocr.engine import (
             DETECTION,
             ORIENTATION,
-            OcrSettings,
+            OcrOptions,
             bundled_models,
             recognition_model,
         )
 
-        language = OcrSettings(conversion.ocr_language, conversion.ocr_models)
+        language = OcrOptions(language=conversion.ocr_language, models_dir=conversion.ocr_models)
         model = recognition_model(language)
         for name in (DETECTION, ORIENTATION):
             if not (bundled_models() / name).is_file():

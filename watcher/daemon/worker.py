@@ -8,7 +8,7 @@ import socket
 import structlog
 from huey.api import Task
 
-from handlers.converter import build_converter
+from handlers.converter import DoclingConverter
 from handlers.lifecycle import put_back
 from handlers.pipeline import JobContext, process_file
 from watcher.daemon import inflight
@@ -41,7 +41,7 @@ class Worker:
             leases=self.services.leases,
             scratch_dir=self.settings.scratch_dir,
             options=options,
-            converter=build_converter(options),
+            converter=DoclingConverter(options),
             policy=self.services.policy,
             worker=f"{socket.gethostname()}:{os.getpid()}",
         )
