@@ -1,4 +1,5 @@
 # The two commands of the README: `make run` and `make test`. Both create .venv if needed.
+# `make check` is the quick loop: lint, types and the fast tier of tests.
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
@@ -7,7 +8,11 @@ BIN := $(VENV)/bin
 # pip's notes about absent local mirrors are noise, not errors.
 QUIET_PIP := { grep -v '^WARNING: Location' || true; }
 
-.PHONY: install run test test-systemd bench clean
+# xdist workers for `make test`: the daemon tests spend most of their time waiting.
+JOBS ?= 3
+FAST := not daemon and not redis and not systemd and not slow
+
+.PHONY: install run lint check test test-systemd bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "hotfolder needs Python >= 3.11"'
@@ -21,8 +26,16 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/hotfolder --config config.toml run
 
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+check: lint
+	$(BIN)/python -m pytest -q -m '$(FAST)'
+
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup --durations=15
 
 # hotfolder installed and run under a real systemd, in a Debian root booted with
 # systemd-nspawn (needs root; installs debootstrap and systemd-container if missing).

@@ -111,6 +111,8 @@ class JobIndex:
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             db.execute("pragma journal_mode=wal")
             db.execute("pragma synchronous=normal")  # a cache: losing the last write is fine
+            if cached is not None:  # a new file (replaced, or deleted by hand): no tables yet
+                db.executescript(SCHEMA)
             cached = self.connections[key] = (db, os.stat(self.path).st_ino)
         try:
             yield cached[0]

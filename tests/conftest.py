@@ -7,6 +7,24 @@ import pytest
 
 from tests.helpers import Daemon
 
+# The tiers. A test's tier follows from the fixtures it uses, so a new test lands in the
+# right one by itself: `make check` runs what is left when these are taken out.
+TIER_OF_FIXTURE = {
+    "make_daemon": "daemon",  # real hotfolder processes
+    "redis_server": "redis",  # a redis-server of its own
+    "partition": "redis",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, tier in TIER_OF_FIXTURE.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(tier)
+        if item.get_closest_marker("serial"):
+            # One xdist worker runs these one after another (`--dist loadgroup`).
+            item.add_marker(pytest.mark.xdist_group("serial"))
+
 
 @pytest.fixture
 def make_daemon(tmp_path: Path) -> Iterator:

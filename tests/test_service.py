@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import REPO, corpus, drop, wait_for
 
 UNIT_DIR = Path("etc/systemd/system")
@@ -53,6 +55,7 @@ def add_systemd_units(stage: Path) -> Path:
     return stage
 
 
+@pytest.mark.slow
 def test_installer_stages_the_same_tree_twice_with_units_systemd_accepts(tmp_path) -> None:
     stage = tmp_path / "stage"
     first = install(stage)

@@ -37,7 +37,6 @@ class WorkerGuard:
         self.services = services
         self.consumer = consumer
         self.notifier = notifier
-        self.killed: dict[int, str] = {}  # pid -> why it was killed
         self.recycled: set[int] = set()  # numbers of the workers that just ended a recycle
         self.max_tasks = settings.workers.max_tasks_per_worker
         self.heartbeat = Heartbeat(settings, "work", services.backend)
@@ -97,7 +96,7 @@ class WorkerGuard:
                 continue
             if limit and time.time() - entry.started > limit:
                 log.error("job.hard_timeout", source=entry.source, pid=proc.pid, limit_s=limit)
-                self.kill(proc.pid, "timeout")
+                self.kill(entry, "timeout")
             elif (used := resident_mb(proc.pid)) > cap:
                 log.error(
                     "job.memory_exceeded",
@@ -106,10 +105,11 @@ class WorkerGuard:
                     resident_mb=round(used),
                     cap_mb=cap,
                 )
-                self.kill(proc.pid, "memory")
+                self.kill(entry, "memory")
 
-    def kill(self, pid: int, reason: str) -> None:
-        self.killed[pid] = reason
+    def kill(self, entry: inflight.Running, reason: str) -> None:
+        pid = entry.pid
+        inflight.mark_killed(self.settings.workers_dir, entry, reason)
         os.kill(pid, signal.SIGKILL)
         for _, proc in self.consumer.worker_threads:
             if proc.pid == pid:
@@ -118,9 +118,9 @@ class WorkerGuard:
     def recover_pid(self, pid: int) -> None:
         discard_copies(self.settings.scratch_dir, pid)
         entry = inflight.read(self.settings.workers_dir, pid)
-        reason = self.killed.pop(pid, "crashed")
         if entry is None:
             return
+        reason = entry.killed or "crashed"
         try:
             recover(self.services, entry.source, reason)
         except Exception:  # per-job boundary: one bad record must not stop the consumer

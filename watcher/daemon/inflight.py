@@ -1,10 +1,13 @@
 """Which job each worker process is running: `state/workers/<pid>.json`, written at job start
-and removed at its end. A file left behind names the job of a worker that died."""
+and removed at its end. A file left behind names the job of a worker that died, and, when
+the worker guard killed it, why: whoever recovers the job (the guard or the reconciler,
+whichever comes first) records the same cause."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,7 @@ class Running:
     pid: int
     source: str
     started: float  # time.time() of the job start
+    killed: str | None = None  # why the worker guard killed the worker ("timeout", "memory")
 
 
 def entry_file(workers_dir: Path, pid: int) -> Path:
@@ -29,6 +33,20 @@ def mark_running(workers_dir: Path, source: str) -> None:
     write_atomic(entry_file(workers_dir, pid), json.dumps(record, ensure_ascii=True).encode())
 
 
+def mark_killed(workers_dir: Path, entry: Running, reason: str) -> None:
+    """Said before the kill, so the cause outlives the process."""
+    record = {"pid": entry.pid, "source": entry.source, "started": entry.started, "killed": reason}
+    write_atomic(entry_file(workers_dir, entry.pid), json.dumps(record, ensure_ascii=True).encode())
+
+
+def lost_reason(workers_dir: Path, worker: str | None) -> str:
+    """Why the worker `host:pid` of a job is gone: what the guard said when it killed it
+    (a worker of this host), else "crashed"."""
+    host, _, pid = (worker or "").rpartition(":")
+    entry = read(workers_dir, int(pid)) if host == socket.gethostname() and pid.isdigit() else None
+    return entry.killed if entry and entry.killed else "crashed"
+
+
 def clear(workers_dir: Path, pid: int) -> None:
     entry_file(workers_dir, pid).unlink(missing_ok=True)
 
@@ -38,7 +56,7 @@ def read(workers_dir: Path, pid: int) -> Running | None:
         record = json.loads(entry_file(workers_dir, pid).read_bytes())
     except (FileNotFoundError, ValueError):
         return None
-    return Running(record["pid"], record["source"], record["started"])
+    return Running(record["pid"], record["source"], record["started"], record.get("killed"))
 
 
 def all_running(workers_dir: Path) -> list[Running]:

@@ -17,6 +17,7 @@ from handlers.ledger import Ledger
 from handlers.lifecycle import end_vanished, recover_lost
 from handlers.outputs import remove_outputs
 from handlers.sidecar import TERMINAL, now_iso
+from watcher.daemon.inflight import lost_reason
 from watcher.daemon.observer import SettleTracker
 from watcher.services import Services
 
@@ -64,7 +65,8 @@ def sweep(services: Services, leading: bool = True) -> None:
             continue
         try:
             if status.state == "processing":
-                recover(services, status.source, "crashed")  # if free
+                lost = lost_reason(settings.workers_dir, status.worker)
+                recover(services, status.source, lost)  # if its lease is free
             elif not os.path.lexists(settings.input_dir / status.source):
                 end_vanished(status.source, ledger, services.leases, services.policy)
         except Exception:  # per-job boundary: one bad record must not stop the pass

@@ -1,0 +1,178 @@
+"""One file's journey in this process: real docling on corpus documents, real sidecars,
+index and leases; fakes only where a fault is the point."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from handlers.converter import ConversionOptions, DoclingConverter
+from handlers.errors import JobError
+from handlers.lease import FileLeases
+from handlers.ledger import Ledger
+from handlers.lifecycle import JobPolicy
+from handlers.outputs import FORMATS, output_format
+from handlers.pipeline import JobContext, process_file
+from handlers.sidecar import JobStatus
+from tests.fakes import FailingConverter, SteppingConverter
+from tests.helpers import corpus
+
+
+@pytest.fixture(scope="module")
+def docling() -> DoclingConverter:
+    """One warm converter for the module, as a worker process keeps one."""
+    return DoclingConverter(ConversionOptions(progress_interval=0))
+
+
+@pytest.fixture
+def context(tmp_path: Path, docling: DoclingConverter) -> JobContext:
+    (tmp_path / "input").mkdir()
+    return JobContext(
+        input_dir=tmp_path / "input",
+        ledger=Ledger(tmp_path / "output"),
+        leases=FileLeases(tmp_path / "locks"),
+        scratch_dir=tmp_path / "scratch",
+        options=docling.options,
+        converter=docling,
+        policy=JobPolicy(max_attempts=2, retry_backoff=0),
+    )
+
+
+def drop(context: JobContext, rel: str, source: Path) -> Path:
+    target = context.input_dir / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(source.read_bytes())
+    return target
+
+
+def heard(context: JobContext) -> list[JobStatus]:
+    """Every record the ledger saves from now on, as its listeners see them."""
+    saved: list[JobStatus] = []
+    context.ledger.listen(lambda status: saved.append(status.model_copy()))
+    return saved
+
+
+def test_a_document_is_converted_and_every_change_reaches_the_listeners(
+    context: JobContext,
+) -> None:
+    drop(context, "docs/word_sample.docx", corpus("docx/word_sample.docx"))
+    saved = heard(context)
+    status = process_file("docs/word_sample.docx", context)
+    assert status is not None and status.state == "completed", status
+    assert status.input_format == "docx" and status.attempts == 1
+    markdown = context.ledger.output_dir / "docs/word_sample.docx.md"
+    assert status.outputs == {
+        "md": "docs/word_sample.docx.md",
+        "json": "docs/word_sample.docx.json",
+    }
+    assert "Swimming in the lake" in markdown.read_text()
+    json.loads((context.ledger.output_dir / status.outputs["json"]).read_text())
+    assert [s.state for s in saved] == ["processing", "completed"]
+    on_disk = json.loads(context.ledger.path("docs/word_sample.docx").read_text())
+    assert on_disk["state"] == "completed" and on_disk["job_id"] == status.job_id
+
+
+def test_the_same_content_again_is_skipped(context: JobContext) -> None:
+    drop(context, "a.md", corpus("md/mixed.md"))
+    first = process_file("a.md", context)
+    saved = heard(context)
+    again = process_file("a.md", context)
+    assert first is not None and again is not None
+    assert again.job_id == first.job_id and again.state == "completed"
+    assert saved == []  # nothing was written
+
+
+def test_a_permanent_error_fails_at_once_and_a_failing_listener_changes_nothing(
+    context: JobContext,
+) -> None:
+    drop(context, "broken.pdf", corpus("pdf/multi_page.pdf"))
+    fake = FailingConverter(JobError("corrupt", "The PDF file could not be read."))
+    context.converter = fake
+
+    def broken_listener(status: JobStatus) -> None:
+        raise RuntimeError("a hook that fails")
+
+    context.ledger.listen(broken_listener)
+    status = process_file("broken.pdf", context)
+    assert status is not None and status.state == "failed"
+    assert status.error == {
+        "type": "corrupt",
+        "message": "The PDF file could not be read.",
+        "retryable": False,
+    }
+    assert len(fake.calls) == 1 and fake.calls[0].name == "broken.pdf"
+    assert fake.calls[0].parent != context.input_dir  # a private copy was converted
+
+
+def test_a_transient_error_is_retried_until_attempts_run_out(context: JobContext) -> None:
+    drop(context, "flaky.docx", corpus("docx/word_sample.docx"))
+    context.converter = FailingConverter(OSError(5, "Input/output error"))
+    first = process_file("flaky.docx", context)
+    assert first is not None and first.state == "pending" and first.retry_at
+    assert first.error is not None and first.error["type"] == "io_error"
+    second = process_file("flaky.docx", context)
+    assert second is not None and second.state == "failed" and second.attempts == 2
+    assert "Gave up after 2 attempts" in str(second.error)
+
+
+def test_a_cancel_request_ends_the_job_cancelled(
+    context: JobContext, docling: DoclingConverter
+) -> None:
+    drop(context, "long.pdf", corpus("pdf/multi_page.pdf"))
+
+    def ask() -> None:
+        status = context.ledger.read("long.pdf")
+        assert status is not None and status.state == "processing"
+        context.leases.request_cancel("long.pdf", status.job_id)
+
+    context.converter = SteppingConverter(docling, ask)
+    status = process_file("long.pdf", context)
+    assert status is not None and status.state == "cancelled" and status.outputs == {}
+    assert not (context.ledger.output_dir / "long.pdf.md").exists()
+    assert not context.leases.cancel_requested("long.pdf", status.job_id)  # cleared
+
+
+def test_a_file_whose_lease_another_holds_is_left_alone(context: JobContext) -> None:
+    drop(context, "busy.md", corpus("md/mixed.md"))
+    with context.leases.hold("busy.md") as lease:
+        assert lease is not None
+        assert process_file("busy.md", context) is None
+    assert context.ledger.read("busy.md") is None
+
+
+def test_a_registered_output_format_gets_the_private_copy(context: JobContext) -> None:
+    @output_format("size", "size.txt")
+    def size(document: object, source: Path) -> bytes:
+        return f"{source.stat().st_size}\n".encode()
+
+    try:
+        drop(context, "csv/table.csv", corpus("csv/csv-comma.csv"))
+        context.options = replace(context.options, to=("md", "size"))
+        status = process_file("csv/table.csv", context)
+    finally:
+        del FORMATS["size"]
+    assert status is not None and status.state == "completed", status
+    assert status.outputs["size"] == "csv/table.csv.size.txt"
+    written = (context.ledger.output_dir / "csv/table.csv.size.txt").read_text()
+    assert written == f"{corpus('csv/csv-comma.csv').stat().st_size}\n"
+
+
+def test_a_symlink_out_of_the_input_folder_is_refused(context: JobContext, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.md"
+    secret.write_text("# not yours\n")
+    (context.input_dir / "link.md").symlink_to(secret)
+    status = process_file("link.md", context)
+    assert status is not None and status.state == "failed"
+    assert status.error is not None and status.error["type"] == "unsafe_path"
+    assert not (context.ledger.output_dir / "link.md.md").exists()
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_formats() -> Iterator[None]:
+    before = set(FORMATS)
+    yield
+    assert set(FORMATS) == before

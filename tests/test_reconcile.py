@@ -1,0 +1,144 @@
+"""Intake and the reconciler in this process, on the real SQLite queue, index and leases:
+a settled file becomes one job, and the sweep recovers what a dead worker left."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from handlers.lifecycle import cancel, start
+from handlers.source import Snapshot, read_input
+from tests.helpers import corpus
+from watcher.daemon import inflight
+from watcher.daemon.intake import Intake
+from watcher.daemon.reconcile import purge, sweep
+from watcher.services import Services, open_services
+from watcher.settings import load_settings
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Services:
+    config = tmp_path / "config.toml"
+    config.write_text("[jobs]\nretry_backoff = 0\nmax_attempts = 2\n")
+    settings = load_settings(config)
+    settings.input_dir.mkdir()
+    return open_services(settings)
+
+
+def drop(services: Services, rel: str, source: str) -> Path:
+    target = services.settings.input_dir / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(corpus(source).read_bytes())
+    return target
+
+
+def private_copy(services: Services, rel: str) -> Snapshot:
+    scratch = services.settings.scratch_dir
+    scratch.mkdir(parents=True, exist_ok=True)
+    return read_input(services.settings.input_dir, rel, scratch, lambda info: None)
+
+
+def test_a_settled_file_becomes_one_pending_job_and_one_task(services: Services) -> None:
+    path = drop(services, "in/a.docx", "docx/word_sample.docx")
+    intake = Intake(services)
+    assert intake.submit(path) == "enqueued"
+    status = services.ledger.read("in/a.docx")
+    assert status is not None and status.state == "pending" and status.size_bytes > 0
+    assert services.queue.queued_sources() == {"in/a.docx"}
+    # Met again, live or by a rescan that sees the task: nothing new.
+    assert intake.submit(path) == "in_flight"
+    assert intake.submit(path, queued=frozenset({"in/a.docx"})) == "in_flight"
+    assert services.queue.depth() == 1
+    assert services.fresh_index().counts() == {"pending": 1}
+
+
+def test_new_content_is_a_new_job(services: Services) -> None:
+    path = drop(services, "a.md", "md/mixed.md")
+    intake = Intake(services)
+    intake.submit(path)
+    first = services.ledger.read("a.md")
+    path.write_bytes(corpus("md/wiki.md").read_bytes())
+    assert intake.submit(path) == "enqueued"
+    second = services.ledger.read("a.md")
+    assert first is not None and second is not None and second.job_id != first.job_id
+
+
+def test_the_sweep_recovers_a_job_whose_worker_is_gone(services: Services) -> None:
+    drop(services, "lost.md", "md/mixed.md")
+    copy = private_copy(services, "lost.md")
+    start(services.ledger, None, copy, "lost.md", 3, "gone:1")  # and then the worker died
+    sweep(services)
+    status = services.ledger.read("lost.md")
+    assert status is not None and status.state == "pending", status
+    assert status.error is not None and status.error["type"] == "worker_crashed"
+    assert services.queue.queued_sources() == {"lost.md"}
+
+
+def test_the_sweep_leaves_a_job_whose_worker_holds_its_lease(services: Services) -> None:
+    drop(services, "alive.md", "md/mixed.md")
+    copy = private_copy(services, "alive.md")
+    start(services.ledger, None, copy, "alive.md", 0, "here:1")
+    with services.leases.hold("alive.md") as lease:
+        assert lease is not None
+        sweep(services)
+    status = services.ledger.read("alive.md")
+    assert status is not None and status.state == "processing"
+    assert services.queue.depth() == 0
+
+
+def test_a_waiting_job_whose_input_vanished_ends_failed(services: Services) -> None:
+    path = drop(services, "gone.md", "md/mixed.md")
+    Intake(services).submit(path)
+    path.unlink()
+    sweep(services)
+    status = services.ledger.read("gone.md")
+    assert status is not None and status.state == "failed"
+    assert status.error is not None and status.error["type"] == "source_vanished"
+
+
+def test_purge_forgets_old_finished_jobs_but_keeps_those_still_in_the_input(
+    services: Services,
+) -> None:
+    for rel in ("kept.md", "gone.md"):
+        Intake(services).submit(drop(services, rel, "md/mixed.md"))
+    (services.settings.input_dir / "gone.md").unlink()
+    sweep(services)  # gone.md ends failed: source_vanished
+    waiting = services.ledger.read("kept.md")
+    assert waiting is not None
+    cancel(services.ledger, waiting)
+    assert purge(services, 3600, ["failed", "cancelled"], outputs=False, dry_run=False) == ([], 0)
+    forgotten, kept = purge(services, -60, ["failed", "cancelled"], outputs=False, dry_run=False)
+    assert forgotten == ["gone.md"] and kept == 1
+    assert services.ledger.read("gone.md") is None
+    assert services.ledger.read("kept.md") is not None
+
+
+def test_the_sweep_names_the_cause_the_worker_guard_gave(services: Services) -> None:
+    drop(services, "slow.md", "md/mixed.md")
+    worker_pid = 4_000_000  # no such process
+    start(services.ledger, None, private_copy(services, "slow.md"), "slow.md", 0, "x")
+    status = services.ledger.read("slow.md")
+    assert status is not None
+    status.worker = f"{socket.gethostname()}:{worker_pid}"
+    services.ledger.save(status)
+    workers_dir = services.settings.workers_dir
+    entry = inflight.Running(worker_pid, "slow.md", 0.0)
+    inflight.mark_killed(workers_dir, entry, "timeout")  # as the guard does before its kill
+    sweep(services)
+    status = services.ledger.read("slow.md")
+    assert status is not None and status.state == "pending"
+    assert status.error is not None and status.error["type"] == "timeout"
+
+
+def test_an_index_deleted_under_a_running_process_is_refilled_by_the_sweep(
+    services: Services,
+) -> None:
+    for n in range(3):
+        Intake(services).submit(drop(services, f"d{n}.md", "md/mixed.md"))
+    assert services.index.counts() == {"pending": 3}
+    for suffix in ("", "-wal", "-shm"):
+        (services.settings.state_dir / f"index.db{suffix}").unlink(missing_ok=True)
+    sweep(services)  # the same process, with its connection to the deleted file
+    assert services.index.counts() == {"pending": 3}
