@@ -58,7 +58,7 @@ def test_settle_tracker_waits_for_quiet_and_reports_once(tmp_path: Path) -> None
         for _ in range(8):  # writes 0.3 s apart: never quiet for 0.6 s
             handle.write(b"x" * 1000)
             handle.flush()
-            tracker.notify(target)
+            tracker.offer(target)
             time.sleep(0.3)
             assert not settled
     wait_for(lambda: settled, 5, "the file to settle")
@@ -81,7 +81,7 @@ def test_settle_tracker_expands_folders_and_survives_a_failing_intake(tmp_path: 
     (tmp_path / "batch" / "deep").mkdir(parents=True)
     for rel in ("batch/a.txt", "batch/deep/b.txt", "batch/bad.txt", "batch/.hidden"):
         (tmp_path / rel).write_text("x")
-    tracker.notify(tmp_path / "batch")
+    tracker.offer(tmp_path / "batch")
     wait_for(lambda: len(seen) == 2, 5, "both good files")
     assert sorted(seen) == ["batch/a.txt", "batch/deep/b.txt"]
     assert thread.is_alive()
@@ -116,7 +116,7 @@ def test_rescans_do_not_restart_the_quiet_period(tmp_path: Path) -> None:
     stop, thread = run_tracker(tracker)
     (tmp_path / "still.pdf").write_bytes(b"%PDF")
     for _ in range(10):  # a reconciler rescanning more often than the settle time
-        tracker.notify(tmp_path, frozenset())
+        tracker.offer(tmp_path, frozenset())
         time.sleep(0.25)
     # Handed on (once per completed quiet period, which intake then finds unchanged).
     assert settled and set(settled) == {tmp_path / "still.pdf"}

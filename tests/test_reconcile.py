@@ -40,6 +40,13 @@ def private_copy(services: Services, rel: str) -> Snapshot:
     return read_input(services.settings.input_dir, rel, scratch, lambda info: None)
 
 
+def state_of(services: Services, rel: str) -> tuple[str, object]:
+    """The recorded state of `rel` and its error type (None without an error)."""
+    status = services.ledger.read(rel)
+    assert status is not None, f"{rel} has no record"
+    return status.state, (status.error or {}).get("type")
+
+
 def test_a_settled_file_becomes_one_pending_job_and_one_task(services: Services) -> None:
     path = drop(services, "in/a.docx", "docx/word_sample.docx")
     intake = Intake(services)
@@ -70,9 +77,7 @@ def test_the_sweep_recovers_a_job_whose_worker_is_gone(services: Services) -> No
     copy = private_copy(services, "lost.md")
     start(services.ledger, None, copy, "lost.md", 3, "gone:1")  # and then the worker died
     sweep(services)
-    status = services.ledger.read("lost.md")
-    assert status is not None and status.state == "pending", status
-    assert status.error is not None and status.error["type"] == "worker_crashed"
+    assert state_of(services, "lost.md") == ("pending", "worker_crashed")
     assert services.queue.queued_sources() == {"lost.md"}
 
 
@@ -93,9 +98,7 @@ def test_a_waiting_job_whose_input_vanished_ends_failed(services: Services) -> N
     Intake(services).submit(path)
     path.unlink()
     sweep(services)
-    status = services.ledger.read("gone.md")
-    assert status is not None and status.state == "failed"
-    assert status.error is not None and status.error["type"] == "source_vanished"
+    assert state_of(services, "gone.md") == ("failed", "source_vanished")
 
 
 def test_purge_forgets_old_finished_jobs_but_keeps_those_still_in_the_input(
@@ -118,18 +121,13 @@ def test_purge_forgets_old_finished_jobs_but_keeps_those_still_in_the_input(
 def test_the_sweep_names_the_cause_the_worker_guard_gave(services: Services) -> None:
     drop(services, "slow.md", "md/mixed.md")
     worker_pid = 4_000_000  # no such process
-    start(services.ledger, None, private_copy(services, "slow.md"), "slow.md", 0, "x")
-    status = services.ledger.read("slow.md")
-    assert status is not None
-    status.worker = f"{socket.gethostname()}:{worker_pid}"
-    services.ledger.save(status)
-    workers_dir = services.settings.workers_dir
+    worker = f"{socket.gethostname()}:{worker_pid}"
+    start(services.ledger, None, private_copy(services, "slow.md"), "slow.md", 0, worker)
     entry = inflight.Running(worker_pid, "slow.md", 0.0)
-    inflight.mark_killed(workers_dir, entry, "timeout")  # as the guard does before its kill
+    # What the guard writes before it kills a worker for running past jobs.hard_timeout.
+    inflight.mark_killed(services.settings.workers_dir, entry, "timeout")
     sweep(services)
-    status = services.ledger.read("slow.md")
-    assert status is not None and status.state == "pending"
-    assert status.error is not None and status.error["type"] == "timeout"
+    assert state_of(services, "slow.md") == ("pending", "timeout")
 
 
 def test_an_index_deleted_under_a_running_process_is_refilled_by_the_sweep(

@@ -64,29 +64,27 @@ class SettleTracker:
         self.rules = rules
         self.on_settled = on_settled
         self.skips = skips or Skips()
-        self.inbox: queue.SimpleQueue[tuple[Path, frozenset[str] | None, bool]] = (
+        self.arrivals: queue.SimpleQueue[tuple[Path, frozenset[str] | None, bool]] = (
             queue.SimpleQueue()
         )
         self.tracked: dict[Path, Tracked] = {}
         self.tick = 0.25  # the longest sleep: how soon a stop is seen
         self.wake = threading.Event()
         self.lock = threading.Lock()
-        self.notified = 0  # paths put in the inbox
-        self.handled = 0  # paths taken out and expanded (the inbox is first in, first out)
+        self.offered = 0  # paths put in arrivals
+        self.handled = 0  # paths taken out and expanded (arrivals are first in, first out)
 
-    def notify(
-        self, path: Path, queued: frozenset[str] | None = None, closed: bool = False
-    ) -> None:
+    def offer(self, path: Path, queued: frozenset[str] | None = None, closed: bool = False) -> None:
         """Thread-safe and cheap: called from the observer thread."""
         with self.lock:
-            self.notified += 1
-            self.inbox.put((path, queued, closed))
+            self.offered += 1
+            self.arrivals.put((path, queued, closed))
         self.wake.set()
 
     def wait_drained(self, stop: threading.Event) -> None:
-        """Until every path notified so far is expanded (later ones are not waited for)."""
+        """Until every path offered so far is expanded (later ones are not waited for)."""
         with self.lock:
-            target = self.notified
+            target = self.offered
         while self.handled < target and not stop.wait(self.tick):
             pass
 
@@ -108,7 +106,7 @@ class SettleTracker:
     def drain(self) -> None:
         while True:
             try:
-                path, queued, closed = self.inbox.get_nowait()
+                path, queued, closed = self.arrivals.get_nowait()
             except queue.Empty:
                 return
             self.expand(path, queued, closed)
@@ -193,7 +191,7 @@ class Handoff(FileSystemEventHandler):
             path = Path(os.fsdecode(raw))
             if not self.rules.ignored(path):
                 # Closed after writing, or renamed into place: written whole.
-                self.tracker.notify(path, closed=event.event_type in ("closed", "moved"))
+                self.tracker.offer(path, closed=event.event_type in ("closed", "moved"))
         except Exception:  # per-event boundary, see the class docstring
             log.exception("watch.event_failed", event=repr(event))
 

@@ -35,7 +35,7 @@ def reconcile_forever(
         started = time.monotonic()
         leading = services.leases.lead()
         try:
-            tracker.notify(settings.input_dir, frozenset(queue.queued_sources()))
+            tracker.offer(settings.input_dir, frozenset(queue.queued_sources()))
         except Exception as exc:  # the queue cannot be read (Redis down): rescan next pass
             log.warning("reconcile.queue_unreadable", error=str(exc))
             leading = False
