@@ -55,6 +55,10 @@ def stage(path: Path, data: bytes, durable: bool = True) -> str:
     return temp
 
 
+class PathEscapes(ValueError):
+    """A path that would land outside its base folder (through a link planted there)."""
+
+
 def safe_join(base: Path, rel: str) -> Path:
     """`base / rel`, refusing anything that would land outside `base` (absolute, `..`, symlinks)."""
     if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
@@ -62,7 +66,7 @@ def safe_join(base: Path, rel: str) -> Path:
     joined = base / rel
     resolved_base = base.resolve()
     if not joined.resolve().is_relative_to(resolved_base):
-        raise ValueError(f"path escapes {base}: {rel!r}")
+        raise PathEscapes(f"path escapes {base}: {rel!r}")
     return joined
 
 

@@ -1,7 +1,8 @@
 """What happens to an input after its job ends: kept, archived, deleted or quarantined.
 
 The input is reached as it was read (one folder at a time, no links followed) and must still
-be the very file that was converted: whatever replaced it meanwhile is left alone.
+hold the very bytes that were converted: content written over it meanwhile (in place, or as
+a new file under the name) is left alone, for its own job to convert.
 """
 
 from __future__ import annotations
@@ -14,16 +15,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from handlers.atomic import safe_join, stage, write_atomic
-from handlers.source import FILE_FLAGS, open_parent
+from handlers.sidecar import JobStatus
+from handlers.source import FILE_FLAGS, Snapshot, consume, open_parent
 
 
 @dataclass(frozen=True)
 class Origin:
-    """Where an input lies, and which file it was when read (None: whatever file is there)."""
+    """Where an input lies, and the content that was converted: its digest, size and
+    mtime, and, when this process read it, its inode and ctime."""
 
     input_dir: Path
     rel: str
+    sha256: str
+    size: int
+    mtime_ns: int | None
     inode: tuple[int, int] | None = None
+    ctime_ns: int | None = None
+
+    @classmethod
+    def of_copy(cls, input_dir: Path, rel: str, copy: Snapshot) -> Origin:
+        return cls(input_dir, rel, copy.sha256, copy.size, copy.mtime_ns, copy.inode, copy.ctime_ns)
+
+    @classmethod
+    def of_record(cls, input_dir: Path, status: JobStatus) -> Origin:
+        """The content a job's record names (its worker is gone, and with it the read)."""
+        return cls(input_dir, status.source, status.sha256, status.size_bytes, status.mtime_ns)
 
 
 def dispose(origin: Origin, action: str, target_root: Path | None, reason: str = "") -> str:
@@ -36,10 +52,8 @@ def dispose(origin: Origin, action: str, target_root: Path | None, reason: str =
     try:
         with open_parent(origin.input_dir, origin.rel) as (folder, name):
             info = os.stat(name, dir_fd=folder, follow_symlinks=False)
-            if not stat.S_ISREG(info.st_mode) or (
-                origin.inode and origin.inode != (info.st_dev, info.st_ino)
-            ):
-                return "kept (the input was replaced after it was read)"
+            if not stat.S_ISREG(info.st_mode) or not converted(folder, name, info, origin):
+                return "kept (the input changed after it was read; its new content is converted)"
             if action == "delete":
                 os.unlink(name, dir_fd=folder)
                 return "deleted"
@@ -51,6 +65,23 @@ def dispose(origin: Origin, action: str, target_root: Path | None, reason: str =
         note = free_path(target.with_name(target.name + ".reason.txt"))
         write_atomic(note, (reason.rstrip() + "\n").encode("utf-8", "surrogateescape"))
     return f"{'archived' if action == 'archive' else 'quarantined'}: {target}"
+
+
+def converted(folder: int, name: str, info: os.stat_result, origin: Origin) -> bool:
+    """Whether `name` still holds the content that was converted. Size and mtime tell a
+    change apart at once; the same inode with the same ctime proves nothing was written
+    since; in doubt (a record without a read, or an inode changed or touched since), the
+    bytes are hashed and compared."""
+    if not origin.sha256 or (info.st_size, info.st_mtime_ns) != (origin.size, origin.mtime_ns):
+        return False
+    if origin.inode == (info.st_dev, info.st_ino) and origin.ctime_ns == info.st_ctime_ns:
+        return True
+    fd = os.open(name, FILE_FLAGS, dir_fd=folder)
+    try:
+        sha, _ = consume(fd, None)
+    finally:
+        os.close(fd)
+    return sha == origin.sha256
 
 
 def free_path(target: Path) -> Path:

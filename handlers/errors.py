@@ -49,10 +49,22 @@ def classify(exc: BaseException) -> JobError:
     )
 
 
+FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(role: str, folder: object) -> JobError:
+    """A full disk (or quota) under the `role` folder ("output", "state"): transient."""
+    return JobError(
+        "disk_full",
+        f"The disk of the {role} folder ({folder}) is full. Free some space there.",
+        retryable=True,
+    )
+
+
 def os_error(exc: OSError) -> JobError:
     """I/O errors are transient (disk full, permissions fixed later, a flaky share)."""
-    if exc.errno == errno.ENOSPC:
-        return JobError("disk_full", "The output disk is full; the job will be retried.", True)
+    if exc.errno in FULL:
+        return disk_full("output", exc.filename or "its disk")
     return JobError("io_error", f"{exc.strerror or exc} ({exc.filename or 'no file'})", True)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import structlog
 
+from handlers.atomic import PathEscapes
 from handlers.index import JobIndex
 from handlers.sidecar import (
     SUFFIX,
@@ -54,6 +55,8 @@ class Ledger:
     def read(self, rel: str) -> JobStatus | None:
         try:
             return read_status(self.path(rel))
+        except PathEscapes:
+            return read_status(self.fallback(rel))
         except OSError as exc:
             if exc.errno not in UNUSABLE:
                 raise
@@ -63,6 +66,8 @@ class Ledger:
         """Replace the sidecar atomically, then mirror it into the index."""
         try:
             write_status(self.path(status.source), status)
+        except PathEscapes:  # a link planted in the output folder: never followed
+            write_status(self.fallback(status.source), status)
         except OSError as exc:
             if exc.errno not in UNUSABLE:
                 raise
@@ -82,12 +87,19 @@ class Ledger:
         return status
 
     def forget(self, rel: str) -> None:
-        for path in (self.path(rel), self.fallback(rel)):
+        for path in self.places(rel):
             try:
                 path.unlink(missing_ok=True)
             except OSError as exc:
                 if exc.errno not in UNUSABLE:
                     raise
+
+    def places(self, rel: str) -> list[Path]:
+        """Where the record of `rel` may be: beside its outputs, or the fallback."""
+        try:
+            return [self.path(rel), self.fallback(rel)]
+        except PathEscapes:
+            return [self.fallback(rel)]
         if self.index is not None:
             self.index.delete([rel])
 

@@ -8,6 +8,7 @@ the ledger's listeners), so a change of state made anywhere is seen the same way
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from handlers.sidecar import TERMINAL, JobStatus, new_status, now_iso
 from handlers.source import Snapshot, job_id, vanished
 
 log = structlog.get_logger("hotfolder.job")
+MAX_RETRY_DELAY = 7 * 86400.0  # seconds: backoff doubles, but never past a week
+GAVE_UP = "Gave up after"
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,24 @@ class JobPolicy:
     archive_dir: Path | None = None
     quarantine_dir: Path | None = None
 
+    def check(self, info: os.stat_result) -> None:
+        """The limits that can be judged from a file's stat, before a byte of it is read:
+        at intake (its lstat), in the worker (the fstat of what it opened) and in `enqueue`."""
+        if self.max_file_bytes and info.st_size > self.max_file_bytes:
+            raise JobError(
+                "too_large",
+                f"The file is {info.st_size / 2**20:.1f} MiB, over the limit of "
+                f"{self.max_file_bytes / 2**20:.1f} MiB (jobs.max_file_mb).",
+            )
+        if self.refuse_hard_links and info.st_nlink > 1:
+            raise JobError(
+                "unsafe_path",
+                f"The file has {info.st_nlink} hard links and jobs.refuse_hard_links is on: a "
+                "hard link can bring in a file from outside the input folder.",
+            )
+
     def retry_delay(self, attempts: int) -> float:
-        return float(self.retry_backoff * 2 ** max(attempts - 1, 0))
+        return float(min(self.retry_backoff * 2 ** max(attempts - 1, 0), MAX_RETRY_DELAY))
 
 
 def admit(
@@ -90,6 +109,24 @@ def refuse(
     return fail(ledger, status, error, policy, origin=None)
 
 
+def refuse_unread(
+    ledger: Ledger,
+    policy: JobPolicy,
+    rel: str,
+    info: os.stat_result,
+    priority: int,
+    error: JobError,
+) -> JobStatus:
+    """Refused at intake from its stat alone (too large, hard links): `failed` without a
+    byte read, so a huge file never holds up the files behind it. Its job is named after
+    its size and mtime; new content under the name is judged again."""
+    status = new_status(
+        rel, job_id(rel, f"unread:{info.st_size}:{info.st_mtime_ns}"), "", 0, priority
+    )
+    status.size_bytes, status.mtime_ns, status.attempts = info.st_size, info.st_mtime_ns, 1
+    return fail(ledger, status, error, policy, origin=None)
+
+
 def complete(
     ledger: Ledger, status: JobStatus, policy: JobPolicy, origin: Origin, duration: float
 ) -> JobStatus:
@@ -130,8 +167,8 @@ def fail(
         ledger.save(status)
         log.warning("job.retrying", source=status.source, error_type=error.type, delay_s=delay)
         return status
-    if error.retryable:
-        status.error["message"] = f"{error.message} Gave up after {status.attempts} attempts."
+    if error.retryable and GAVE_UP not in error.message:
+        status.error["message"] = f"{error.message} {GAVE_UP} {status.attempts} attempts."
     status.state, status.finished_at, status.retry_at = "failed", now_iso(), None
     ledger.save(status)
     log.warning(
@@ -148,6 +185,24 @@ def fail(
     return settle_input(ledger, status, origin, policy.on_failure, policy.quarantine_dir, reason)
 
 
+def exhausted(recorded: JobStatus, sha256: str, policy: JobPolicy) -> bool:
+    """An unfinished job of this content whose attempts have all been made: the last one
+    could not record its end (the disk of its record was full)."""
+    return (
+        recorded.state not in TERMINAL
+        and recorded.sha256 == sha256
+        and recorded.attempts >= policy.max_attempts
+    )
+
+
+def give_up(ledger: Ledger, status: JobStatus, policy: JobPolicy) -> JobStatus:
+    """End an exhausted job `failed` with its last error, without another attempt."""
+    last = status.error or {}
+    kind = str(last.get("type") or "internal_error")
+    message = str(last.get("message") or "Its last attempt ended without a record.")
+    return fail(ledger, status, JobError(kind, message, retryable=True), policy, origin=None)
+
+
 def reopen(ledger: Ledger, status: JobStatus) -> JobStatus:
     """Back to `pending` for a fresh round of attempts (`retry`); the old outcome is cleared."""
     status.state, status.progress, status.attempts = "pending", 0, 0
@@ -157,12 +212,23 @@ def reopen(ledger: Ledger, status: JobStatus) -> JobStatus:
     return ledger.save(status)
 
 
-def put_back(ledger: Ledger, rel: str) -> JobStatus | None:
+def cancel_if_asked(ledger: Ledger, leases: Leases, status: JobStatus) -> JobStatus | None:
+    """A cancel request for this job wins over any retry, whoever handles the job's end
+    (its worker, the worker guard, the reconciler, a stop): the job ends `cancelled`."""
+    if not leases.cancel_requested(status.source, status.job_id):
+        return None
+    leases.clear_cancel(status.source)
+    return cancel(ledger, status)
+
+
+def put_back(ledger: Ledger, leases: Leases, rel: str) -> JobStatus | None:
     """A stop cut the job short (its task is back in the queue): `pending` again, and the
     attempt is not counted, since a stop is not the document's fault."""
     status = ledger.read(rel)
     if status is None or status.state != "processing":
         return status
+    if cancelled := cancel_if_asked(ledger, leases, status):
+        return cancelled
     status.state, status.progress, status.worker = "pending", 0, None
     status.attempts = max(status.attempts - 1, 0)
     return ledger.save(status)
@@ -178,7 +244,9 @@ def recover_lost(
         if status is None or status.state != "processing":
             return None  # a live worker holds it, or it ended meanwhile
         log.warning("job.worker_lost", source=rel, job_id=status.job_id, error_type=lost.type)
-        return fail(ledger, status, lost, policy, Origin(input_dir, rel))
+        if cancelled := cancel_if_asked(ledger, leases, status):
+            return cancelled
+        return fail(ledger, status, lost, policy, Origin.of_record(input_dir, status))
 
 
 def end_vanished(rel: str, ledger: Ledger, leases: Leases, policy: JobPolicy) -> bool:

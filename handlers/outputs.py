@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from handlers.atomic import safe_join, write_all_atomic
-from handlers.errors import JobError
+from handlers.atomic import PathEscapes, safe_join, write_all_atomic
+from handlers.errors import FULL, JobError, disk_full
 from handlers.sidecar import SUFFIX
 
 if TYPE_CHECKING:
@@ -112,13 +112,21 @@ def write_outputs(
 ) -> dict[str, str]:
     """Write every requested format of `document` (converted from the private copy
     `source`), all or none; returns format -> path relative to output_dir."""
-    files = [
-        (output_path(output_dir, rel, fmt), FORMATS[fmt].render(document, source))
-        for fmt in formats
-    ]
+    try:
+        paths = [output_path(output_dir, rel, fmt) for fmt in formats]
+    except PathEscapes as exc:
+        raise JobError(
+            "unsafe_path",
+            "Its outputs would be written outside the output folder, through a symbolic "
+            "link in it; hotfolder never follows one. Remove the link from the output folder.",
+        ) from exc
+    rendered = [FORMATS[fmt].render(document, source) for fmt in formats]
+    files = list(zip(paths, rendered, strict=True))
     try:
         write_all_atomic(files)
     except OSError as exc:
+        if exc.errno in FULL:
+            raise disk_full("output", output_dir) from exc
         if exc.errno not in MISPLACED:
             raise
         where = os.fsdecode(exc.filename2 or exc.filename or output_dir)
@@ -128,7 +136,6 @@ def write_outputs(
             "outputs are in the way (a file where a folder is needed, or the reverse), or "
             "the path is too long. Rename the file or its folder.",
         ) from exc
-    paths = [path for path, _ in files]
     return {
         fmt: path.relative_to(output_dir).as_posix()
         for fmt, path in zip(formats, paths, strict=True)
@@ -140,6 +147,8 @@ def remove_outputs(output_dir: Path, rel: str) -> None:
     for fmt in FORMATS:
         try:
             output_path(output_dir, rel, fmt).unlink(missing_ok=True)
+        except PathEscapes:
+            return  # outputs never written through a link: none to remove
         except OSError as exc:
             if exc.errno not in MISPLACED:
                 raise

@@ -10,18 +10,27 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import structlog
 
 from handlers import converter as conv
 from handlers.disposition import Origin
-from handlers.entities import check_entities
 from handlers.errors import JobError, classify
 from handlers.lease import Lease, Leases
 from handlers.ledger import Ledger
-from handlers.lifecycle import JobPolicy, cancel, complete, fail, refuse, start
+from handlers.lifecycle import (
+    JobPolicy,
+    cancel,
+    cancel_if_asked,
+    complete,
+    exhausted,
+    fail,
+    give_up,
+    refuse,
+    start,
+)
+from handlers.markup import check_markup
 from handlers.outputs import check_name, write_outputs
 from handlers.sidecar import TERMINAL, JobStatus
 from handlers.source import Snapshot, read_input
@@ -72,7 +81,7 @@ def run_locked(rel: str, ctx: JobContext, priority: int, lease: Lease) -> JobSta
     with private_folder(ctx.scratch_dir) as folder:
         try:
             check_name(rel)
-            copy = read_input(ctx.input_dir, rel, Path(folder), partial(check_input, ctx.policy))
+            copy = read_input(ctx.input_dir, rel, Path(folder), ctx.policy.check)
         except (JobError, OSError) as exc:
             return refuse(ctx.ledger, ctx.policy, recorded, rel, priority, classify(exc))
         # An outcome for this content stands until a person asks again (`retry` and
@@ -80,6 +89,8 @@ def run_locked(rel: str, ctx: JobContext, priority: int, lease: Lease) -> JobSta
         if recorded and recorded.state in TERMINAL and recorded.sha256 == copy.sha256:
             log.info("job.skipped", source=rel, job_id=recorded.job_id, reason=recorded.state)
             return recorded
+        if recorded and exhausted(recorded, copy.sha256, ctx.policy):
+            return give_up(ctx.ledger, recorded, ctx.policy)
         status = start(ctx.ledger, recorded, copy, rel, priority, ctx.worker)
         return convert_copy(status, copy, ctx, lease)
 
@@ -93,10 +104,10 @@ def private_folder(scratch_dir: Path) -> tempfile.TemporaryDirectory[str]:
 
 
 def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext, lease: Lease) -> JobStatus:
-    origin = Origin(ctx.input_dir, status.source, copy.inode)
+    origin = Origin.of_copy(ctx.input_dir, status.source, copy)
     started = time.monotonic()
     try:
-        check_entities(copy.path)
+        check_markup(copy.path)
         on_pages = progress_writer(status, ctx, lease)
         result = ctx.converter.convert(copy.path, on_pages, ctx.policy.max_pages)
         check_cancel(status, ctx)
@@ -111,6 +122,8 @@ def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext, lease: Leas
     except Exception as exc:  # per-job boundary: whatever happens, the job ends recorded
         if not ours(lease, ctx.ledger, status):
             return dropped(ctx.ledger, status)
+        if cancelled := cancel_if_asked(ctx.ledger, ctx.leases, status):
+            return cancelled
         error = named_after_input(classify(exc), copy, status.source)
         return fail(ctx.ledger, status, error, ctx.policy, origin, time.monotonic() - started)
     status.input_format, status.pages = result.input_format, result.pages
@@ -122,22 +135,6 @@ def named_after_input(error: JobError, copy: Snapshot, rel: str) -> JobError:
     """Messages name the input, not the private copy that was converted."""
     message = error.message.replace(str(copy.path), rel)
     return JobError(error.type, message, error.retryable)
-
-
-def check_input(policy: JobPolicy, info: os.stat_result) -> None:
-    """The limits that can be judged from the open file, before any of it is read."""
-    if policy.max_file_bytes and info.st_size > policy.max_file_bytes:
-        raise JobError(
-            "too_large",
-            f"The file is {info.st_size / 2**20:.1f} MiB, over the limit of "
-            f"{policy.max_file_bytes / 2**20:.1f} MiB (jobs.max_file_mb).",
-        )
-    if policy.refuse_hard_links and info.st_nlink > 1:
-        raise JobError(
-            "unsafe_path",
-            f"The file has {info.st_nlink} hard links and jobs.refuse_hard_links is on: a "
-            "hard link can bring in a file from outside the input folder.",
-        )
 
 
 def check_cancel(status: JobStatus, ctx: JobContext) -> None:
@@ -169,7 +166,10 @@ def dropped(ledger: Ledger, status: JobStatus) -> JobStatus:
         "job.lease_lost",
         source=status.source,
         job_id=status.job_id,
-        note="the lease expired and another worker took the file over; this result is dropped",
+        note=(
+            "this run no longer owns the job (its lease expired and another worker took the "
+            "file over, or its record changed or vanished): this result is dropped"
+        ),
     )
     return ledger.read(status.source) or status
 

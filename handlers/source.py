@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from handlers.errors import JobError
+from handlers.errors import FULL, JobError, disk_full
 
 CHUNK = 1 << 20
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO swapped in at the last moment must not block the open.
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+SCRATCH_SPARE = 2**20  # bytes left free on the state disk beside a private copy
 PRIVATE_NAME_MAX = 200  # bytes; the copy's name only needs to keep the extension
 Check = Callable[[os.stat_result], None]
 
@@ -36,6 +37,7 @@ class Snapshot:
     size: int
     mtime_ns: int
     inode: tuple[int, int]
+    ctime_ns: int  # changes with any write to the file, and cannot be set by its writer
 
 
 def split(rel: str) -> list[str]:
@@ -133,11 +135,31 @@ def read_input(input_dir: Path, rel: str, folder: Path, check: Check) -> Snapsho
     """Open `rel` once, `check` its fstat, then hash it while copying it into `folder`."""
     with open_input(input_dir, rel) as (fd, info):
         check(info)
+        check_room(info, folder)
         copy = folder / private_name(rel)
-        with copy.open("xb") as out:
-            sha, size = consume(fd, out)
+        try:
+            with copy.open("xb") as out:
+                sha, size = consume(fd, out)
+        except OSError as exc:
+            copy.unlink(missing_ok=True)
+            if exc.errno in FULL:  # the private copy lives in the state folder
+                raise disk_full("state", folder.parent) from exc
+            raise
     identity = (info.st_dev, info.st_ino)
-    return Snapshot(copy, sha, size, info.st_mtime_ns, identity)
+    return Snapshot(copy, sha, size, info.st_mtime_ns, identity, info.st_ctime_ns)
+
+
+def check_room(info: os.stat_result, folder: Path) -> None:
+    """The private copy must fit: a sparse file of a few blocks can claim terabytes."""
+    free = shutil.disk_usage(folder).free
+    if info.st_size + SCRATCH_SPARE > free:
+        raise JobError(
+            "disk_full",
+            f"The file is {info.st_size / 2**20:.1f} MiB; its private copy does not fit in the "
+            f"state folder's disk ({free / 2**20:.1f} MiB free at {folder.parent}). Free some "
+            "space there, or set jobs.max_file_mb to refuse files this large.",
+            retryable=True,
+        )
 
 
 def digest_input(input_dir: Path, rel: str) -> tuple[str, int, os.stat_result]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import shutil
@@ -11,7 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -312,6 +314,41 @@ def run_cli(config_file: Path, *args: str, timeout: float = 60) -> subprocess.Co
         text=True,
         timeout=timeout,
     )
+
+
+@contextmanager
+def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted on `where` for the test (skipped where mounting is not
+    allowed): a disk that fills up for real."""
+    import pytest
+
+    where.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(folder: Path, leave: int = 0) -> Path:
+    """Write zeros into `folder/.filler` until its disk is full (or `leave` bytes remain)."""
+    filler = folder / ".filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        while shutil.disk_usage(folder).free > leave:
+            chunk = min(1 << 16, max(shutil.disk_usage(folder).free - leave, 1))
+            try:
+                os.write(fd, b"\0" * chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                break
+    finally:
+        os.close(fd)
+    return filler
 
 
 def drop(source: Path, target: Path) -> Path:

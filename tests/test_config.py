@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, hotfolder_argv
-from watcher.settings import Settings, load_settings
+from watcher.settings import ConfigError, Settings, load_settings
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -37,6 +37,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         ("[paths\n", {}, "not valid TOML"),
         ("", {"HOTFOLDER_WORKERS__COUNT": "many"}, "workers.count"),
         ("[paths]\ninput = 'same'\noutput = 'same'\n", {}, "same folder"),
+        ("", {"HOTFOLDER_PATHS": "garbage"}, "HOTFOLDER_PATHS: not valid JSON"),
+        ("", {"HOTFOLDER_WORKER__COUNT": "4"}, "unknown section [worker]"),
     ],
 )
 def test_bad_config_exits_78_with_one_line(tmp_path: Path, content, env, expected) -> None:
@@ -48,6 +50,42 @@ def test_bad_config_exits_78_with_one_line(tmp_path: Path, content, env, expecte
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], lines
     assert not (tmp_path / "state").exists(), "nothing may start on a bad config"
+
+
+@pytest.mark.parametrize(
+    ("content", "env", "expected"),
+    [
+        ("", {"HOTFOLDER_WATCH__IGNORE": "*.bak"}, "HOTFOLDER_WATCH__IGNORE: not valid JSON"),
+        ("", {"HOTFOLDER_CONVERSION__TO": "md"}, "HOTFOLDER_CONVERSION__TO: not valid JSON"),
+        ("", {"HOTFOLDER_BOGUS__X": "1"}, "HOTFOLDER_BOGUS__X: unknown section [bogus]"),
+        ("", {"HOTFOLDER_JOBS__NOPE": "1"}, "jobs.nope: unknown key"),
+        ("[workers]\ncount = 500\n", {}, "workers.count: Input should be less than or equal"),
+        ("[jobs]\nretry_backoff = 1e308\n", {}, "jobs.retry_backoff"),
+        ("[jobs]\nhard_timeout = inf\n", {}, "jobs.hard_timeout: Input should be a finite"),
+        ("[watch]\nsettle_seconds = 0\n", {}, "watch.settle_seconds"),
+        ("[jobs]\nmax_attempts = 1000\n", {}, "jobs.max_attempts"),
+    ],
+)
+def test_values_past_sane_bounds_and_unknown_variables_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str, env: dict, expected: str
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(content)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    message = str(caught.value)
+    assert expected in message and "\n" not in message, message
+
+
+def test_other_hotfolder_variables_are_not_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    monkeypatch.setenv("HOTFOLDER_CORPUS", "/elsewhere")  # the tests' own, say
+    assert load_settings(config).workers.count == 0
 
 
 def test_paths_are_relative_to_the_config_file_and_env_overrides(tmp_path, monkeypatch) -> None:

@@ -3,6 +3,7 @@ index and leases; fakes only where a fault is the point."""
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Iterator
 from dataclasses import replace
@@ -176,3 +177,32 @@ def no_leftover_formats() -> Iterator[None]:
     before = set(FORMATS)
     yield
     assert set(FORMATS) == before
+
+
+class FillingLedger(Ledger):
+    """A ledger whose disk is full but for a job's start: the end of an attempt cannot be
+    recorded until `full` is cleared (the sidecar of a running job is already there)."""
+
+    full = True
+
+    def save(self, status: JobStatus) -> JobStatus:
+        if self.full and status.state != "processing":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().save(status)
+
+
+def test_attempts_never_pass_the_maximum_when_their_ends_cannot_be_recorded(
+    context: JobContext,
+) -> None:
+    drop(context, "full.docx", corpus("docx/word_sample.docx"))
+    ledger = context.ledger = FillingLedger(context.ledger.output_dir)
+    fake = context.converter = FailingConverter(OSError(5, "Input/output error"))
+    for _ in range(4):  # the worker retries each time the record could not be written
+        with pytest.raises(OSError):
+            process_file("full.docx", context)
+    ledger.full = False
+    final = process_file("full.docx", context)
+    assert final is not None and final.state == "failed" and final.attempts == 2, final
+    assert len(fake.calls) == 2  # no conversion past the maximum
+    assert final.error is not None
+    assert str(final.error["message"]).count("Gave up after 2 attempts") == 1

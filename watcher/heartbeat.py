@@ -12,6 +12,7 @@ from pathlib import Path
 
 from handlers.atomic import write_atomic
 from watcher.backends import Backend
+from watcher.logs import Complaint
 from watcher.settings import Settings
 
 INTERVAL = 2.0  # seconds between beats
@@ -23,6 +24,7 @@ class Heartbeat:
         self.backend = backend
         self.role = role
         self.path = settings.state_dir / "heartbeats" / f"{role}.json"
+        self.trouble = Complaint("heartbeat.write_failed", role=role)
         self.started = time.time()
         self.last = 0.0
 
@@ -38,8 +40,13 @@ class Heartbeat:
             "updated": now,
             **details,
         }
-        # Liveness only, rewritten every few seconds: not worth an fsync.
-        write_atomic(self.path, json.dumps(record).encode(), durable=False)
+        try:
+            # Liveness only, rewritten every few seconds: not worth an fsync.
+            write_atomic(self.path, json.dumps(record).encode(), durable=False)
+        except OSError as exc:  # a full state disk: `status` shows it as stale meanwhile
+            self.trouble.report(exc)
+        else:
+            self.trouble.resolved()
         self.backend.publish_alive(self.role, record)
 
     def stop(self) -> None:

@@ -64,6 +64,27 @@ def configure_logging(config: LogConfig, process: str, stream: TextIO = sys.stdo
     warnings.showwarning = log_warning
 
 
+class Complaint:
+    """A trouble that may last (a full or locked disk): one warning when it starts or
+    changes, not one per attempt, and one line when it is over."""
+
+    def __init__(self, event: str, **details: object) -> None:
+        self.log = structlog.get_logger("hotfolder.trouble")
+        self.event, self.details = event, details
+        self.current: str | None = None
+
+    def report(self, exc: BaseException) -> None:
+        said = f"{type(exc).__name__}: {exc}"
+        if said != self.current:
+            self.log.warning(self.event, error=said, **self.details)
+            self.current = said
+
+    def resolved(self) -> None:
+        if self.current is not None:
+            self.log.info(f"{self.event}.over", **self.details)
+            self.current = None
+
+
 class OncePerMinute(logging.Filter):
     """huey's own errors once a minute each: while Redis is down, every worker would log
     the same traceback at every poll."""

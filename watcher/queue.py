@@ -41,7 +41,7 @@ class Queue:
     convert: TaskWrapper
     # The task body, set in the processes that run tasks (`serve`); the others only enqueue.
     handler: Callable[[str, Task | None], None] | None = None
-    busy: tuple[type[Exception], ...] = ()  # the backend's errors that a short wait cures
+    busy: Callable[[Exception], bool] = lambda exc: False  # a short wait cures it
 
     def serve(self, worker: Runner) -> None:
         """Run tasks in this process with `worker`: its start-up and shutdown hooks run in
@@ -61,7 +61,9 @@ class Queue:
                 task = self.convert.s(rel, priority=priority, delay=delay or None)
                 self.huey.enqueue(task)
                 return
-            except self.busy as exc:
+            except Exception as exc:  # the backend's own errors; only a busy store waits
+                if not self.busy(exc):
+                    raise
                 if time.monotonic() + pause > deadline:
                     raise
                 log.warning("queue.enqueue_retry", source=rel, error=str(exc))
@@ -92,9 +94,9 @@ class Queue:
                 yield message
 
 
-def build_queue(backend: Backend, repair: bool = True) -> Queue:
+def build_queue(backend: Backend, repair: bool = True, patience: float | None = None) -> Queue:
     """The queue with the convert task, on `backend`'s storage."""
-    huey = backend.huey(repair)
+    huey = backend.huey(repair, patience)
 
     def convert(rel: str, task: Task | None = None) -> None:
         if queue.handler is None:

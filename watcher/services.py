@@ -24,11 +24,13 @@ class Services:
     leases: Leases
     policy: JobPolicy
     repair: bool = True  # off for the commands that only read: nothing is replaced
+    daemon: bool = False  # a daemon waits out a locked queue; a command gives up in time
 
     @cached_property
     def queue(self) -> Queue:
         """Built on first use: a command that never touches the queue never opens it."""
-        return build_queue(self.backend, self.repair)
+        patience = None if self.daemon else self.settings.queue.enqueue_timeout
+        return build_queue(self.backend, self.repair, patience)
 
     @property
     def index(self) -> JobIndex:
@@ -48,7 +50,7 @@ class Services:
         return index
 
 
-def open_services(settings: Settings, repair: bool = True) -> Services:
+def open_services(settings: Settings, repair: bool = True, daemon: bool = False) -> Services:
     backend = open_backend(settings)
     return Services(
         settings=settings,
@@ -57,6 +59,7 @@ def open_services(settings: Settings, repair: bool = True) -> Services:
         leases=backend.leases(),
         policy=job_policy(settings),
         repair=repair,
+        daemon=daemon,
     )
 
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from handlers.converter import ConversionOptions
 from handlers.ocr.engine import OcrOptions
@@ -21,8 +27,13 @@ class ConfigError(Exception):
     """A missing or invalid configuration; the CLI prints it on one line and exits 78."""
 
 
+DAY = 86400.0
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Every number within sane bounds, and none infinite or NaN: a value past them is a
+    # mistake (workers.count = 500, retry_backoff = 1e308), refused at load with exit 78.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PathsConfig(Section):
@@ -35,50 +46,51 @@ class PathsConfig(Section):
 
 class WatchConfig(Section):
     observer: Literal["auto", "native", "polling"] = "auto"
-    polling_interval: float = Field(2.0, gt=0)
-    settle_seconds: float = Field(2.0, ge=0)
-    closed_settle_seconds: float = Field(0.5, ge=0)
+    polling_interval: float = Field(2.0, gt=0, le=3600)
+    # A file must stay quiet a little while, or one being written converts many times.
+    settle_seconds: float = Field(2.0, ge=0.1, le=3600)
+    closed_settle_seconds: float = Field(0.5, ge=0, le=3600)
     recursive: bool = True
     ignore: list[str] = []
 
 
 class WorkersConfig(Section):
-    count: int = Field(0, ge=0)
-    poll_max_delay: float = Field(5.0, gt=0)
-    shutdown_timeout: float = Field(60.0, gt=0)
+    count: int = Field(0, ge=0, le=64)
+    poll_max_delay: float = Field(5.0, gt=0, le=300)
+    shutdown_timeout: float = Field(60.0, gt=0, le=DAY)
     max_tasks_per_worker: int = Field(200, ge=0)
-    max_memory_mb: int = Field(0, ge=0)
+    max_memory_mb: int = Field(0, ge=0, le=2**24)
 
 
 class QueueConfig(Section):
     backend: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
     namespace: str = Field("hotfolder", pattern=r"^[A-Za-z0-9_]+$")
-    lease_ttl: float = Field(30.0, ge=2)
-    default_priority: int = 0
+    lease_ttl: float = Field(30.0, ge=2, le=3600)
+    default_priority: int = Field(0, ge=-1000, le=1000)
     priority_rules: dict[str, int] = {}
-    enqueue_timeout: float = Field(30.0, gt=0)
+    enqueue_timeout: float = Field(30.0, gt=0, le=3600)
 
 
 class JobsConfig(Section):
-    max_attempts: int = Field(3, ge=1)
-    retry_backoff: float = Field(10.0, ge=0)
-    hard_timeout: float = Field(900.0, ge=0)
-    reconcile_interval: float = Field(300.0, gt=0)
-    max_file_mb: float = Field(0.0, ge=0)
+    max_attempts: int = Field(3, ge=1, le=100)
+    retry_backoff: float = Field(10.0, ge=0, le=DAY)
+    hard_timeout: float = Field(900.0, ge=0, le=7 * DAY)
+    reconcile_interval: float = Field(300.0, gt=0, le=DAY)
+    max_file_mb: float = Field(0.0, ge=0, le=2**30)
     max_pages: int = Field(0, ge=0)
     refuse_hard_links: bool = False
     on_success: Literal["keep", "archive", "delete"] = "keep"
     on_failure: Literal["keep", "quarantine"] = "keep"
-    retention_days: float = Field(0.0, ge=0)
+    retention_days: float = Field(0.0, ge=0, le=36500)
 
 
 class ConversionConfig(Section):
     to: list[str] = ["md", "json"]
     pdf_pipeline: Literal["native", "standard"] = "native"
     page_images: bool = False
-    document_timeout: float = Field(600.0, ge=0)
-    progress_interval: float = Field(1.0, ge=0)
+    document_timeout: float = Field(600.0, ge=0, le=7 * DAY)
+    progress_interval: float = Field(1.0, ge=0, le=3600)
     ocr: Literal["auto", "off", "force"] = "auto"
     ocr_dpi: float = Field(144.0, ge=36, le=600)
     ocr_language: str = "en"
@@ -213,13 +225,52 @@ def load_settings(config_file: Path) -> Settings:
         raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config_file}: not valid TOML: {exc}") from None
+    check_environment()
     try:
         settings = Settings(**raw)
     except ValidationError as exc:
         raise ConfigError(describe(exc, config_file)) from None
+    except SettingsError as exc:  # a table or list from the environment that is not JSON
+        raise ConfigError(unparsed(exc)) from None
     settings = anchor_paths(settings, config_file)
     check_apart(settings)
     return settings
+
+
+def check_environment() -> None:
+    """A HOTFOLDER_<SECTION>__<KEY> variable must name a section and key that exist, as a
+    key in the file must: a typo (HOTFOLDER_WORKER__COUNT) is an error, never ignored.
+    (Other HOTFOLDER_* variables, without `__`, are not configuration.)"""
+    sections = {
+        name: field for name, field in Settings.model_fields.items() if name != "config_file"
+    }
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if not upper.startswith("HOTFOLDER_") or "__" not in upper:
+            continue
+        section, _, rest = upper.removeprefix("HOTFOLDER_").lower().partition("__")
+        key = rest.split("__")[0]
+        model = sections[section].annotation if section in sections else None
+        if model is None:
+            raise ConfigError(f"environment variable {name}: unknown section [{section}]")
+        if key not in model.model_fields:  # type: ignore[union-attr]
+            raise ConfigError(f"environment variable {name}: {section}.{key}: unknown key")
+
+
+def unparsed(exc: SettingsError) -> str:
+    """pydantic-settings' "error parsing value for field "paths" ...", as one line that
+    names the variable and says what it must hold."""
+    match = re.search(r'field "(\w+)"', str(exc))
+    section = match.group(1) if match else "?"
+    variable = f"HOTFOLDER_{section.upper()}"
+    for name in sorted(os.environ):
+        if name.upper().startswith(variable + "__"):
+            variable = name
+            break
+    return (
+        f"environment variable {variable}: not valid JSON (a table or list set from the "
+        "environment must be written as JSON, e.g. '[\"*.bak\"]' or '{\"count\": 2}')"
+    )
 
 
 def describe(exc: ValidationError, config_file: Path) -> str:

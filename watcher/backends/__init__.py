@@ -30,12 +30,15 @@ class Backend(Protocol):
     title: str
     # What to do when the queue does not answer.
     advice: str
-    # Errors of an enqueue that a short wait may cure (another process holds a lock).
-    busy: tuple[type[Exception], ...]
 
-    def huey(self, repair: bool = True) -> Huey:
+    def busy(self, exc: Exception) -> bool:
+        """Whether `exc` is one that a short wait may cure (another process holds a lock)."""
+        ...
+
+    def huey(self, repair: bool = True, patience: float | None = None) -> Huey:
         """huey on this storage; a damaged store is replaced first unless `repair` is off
-        (read-only callers)."""
+        (read-only callers). While the store is busy it waits up to `patience` seconds
+        (None: as long as it takes, for a daemon), saying so once."""
         ...
 
     def leases(self) -> Leases: ...

@@ -182,7 +182,6 @@ class RedisLeases:
 
 class RedisBackend:
     shared: ClassVar[bool] = True
-    busy: tuple[type[Exception], ...] = ()  # huey's own loop backs off; intake retries later
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -191,7 +190,10 @@ class RedisBackend:
         self.title = f"queue on Redis ({shown(self.url)})"
         self.advice = "start Redis, or check queue.redis_url and the network to it"
 
-    def huey(self, repair: bool = True) -> Huey:
+    def busy(self, exc: Exception) -> bool:
+        return False  # huey's own loop backs off; intake tries again later
+
+    def huey(self, repair: bool = True, patience: float | None = None) -> Huey:
         """A priority queue (`PriorityRedisHuey`) named after `queue.namespace`."""
         return PriorityRedisHuey(
             self.settings.queue.namespace,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -13,9 +14,11 @@ from huey.api import Huey, Task
 from handlers.atomic import set_aside
 from handlers.lease import FileLeases, Leases, exclusive
 from watcher.backends.doorbell import Doorbell
+from watcher.logs import Complaint
 from watcher.settings import Settings
 
 QUEUE_NAME = "hotfolder"
+LOCK_WAIT = 10  # seconds SQLite waits for a lock before it reports "database is locked"
 log = structlog.get_logger("hotfolder.queue")
 
 
@@ -23,28 +26,41 @@ class SqliteBackend:
     shared: ClassVar[bool] = False
     title = "queue database"
     advice = "check paths.state is on a local disk and writable"
-    busy: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
 
     def __init__(self, settings: Settings) -> None:
         self.state_dir = settings.state_dir
         self.locks_dir = settings.locks_dir
         self.path = settings.state_dir / "queue.db"
 
-    def huey(self, repair: bool = True) -> Huey:
+    def busy(self, exc: Exception) -> bool:
+        return busy(exc)
+
+    def huey(self, repair: bool = True, patience: float | None = None) -> Huey:
         """A file in the state dir: WAL, fsync on, results off; its doorbell wakes the idle
         workers of this host on every enqueue."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if repair:
             repair_queue(self.path)
-        return RingingSqliteHuey(
-            QUEUE_NAME,
-            filename=str(self.path),
-            results=False,
-            fsync=True,
-            timeout=10,
-            utc=True,
-            bell=Doorbell(self.state_dir / "queue.bell"),
-        )
+        deadline = None if patience is None else time.monotonic() + patience
+        trouble = Complaint("queue.locked", path=str(self.path))
+        while True:
+            try:
+                huey = RingingSqliteHuey(
+                    QUEUE_NAME,
+                    filename=str(self.path),
+                    results=False,
+                    fsync=True,
+                    timeout=LOCK_WAIT if repair else 1,  # a reader does not wait long
+                    utc=True,
+                    bell=Doorbell(self.state_dir / "queue.bell"),
+                )
+            except sqlite3.OperationalError as exc:
+                if not busy(exc) or (deadline is not None and time.monotonic() > deadline):
+                    raise
+                trouble.report(exc)  # another process holds the database: wait it out
+                continue
+            trouble.resolved()
+            return huey
 
     def leases(self) -> Leases:
         return FileLeases(self.locks_dir)
@@ -58,13 +74,24 @@ class SqliteBackend:
     def queue_sizes(self) -> tuple[int, int]:
         if not self.path.exists():
             return 0, 0
-        storage = self.huey(repair=False).storage
+        storage = self.huey(repair=False, patience=0).storage
         return storage.queue_size(), storage.schedule_size()
 
     def unreachable(self, exc: Exception) -> str:
+        if busy(exc):
+            return f"the queue database is locked by another process ({exc}); try again"
+        if isinstance(exc, sqlite3.OperationalError):
+            return f"the queue database cannot be read ({exc})"
         if isinstance(exc, sqlite3.DatabaseError):
             return f"the queue database is damaged ({exc}); the daemon replaces it at start"
         return f"the queue database cannot be read ({exc})"
+
+
+def busy(exc: BaseException) -> bool:
+    """SQLite's "database is locked" or "busy": another process holds the file for now
+    (a full disk, say, is not cured by waiting a second)."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
 class RingingSqliteHuey(SqliteHuey):
@@ -102,7 +129,7 @@ def intact(path: Path) -> bool:
     if not path.exists():
         return True
     try:
-        db = sqlite3.connect(path, timeout=10)
+        db = sqlite3.connect(path, timeout=1)
         try:
             return bool(db.execute("pragma quick_check").fetchone()[0] == "ok")
         finally:

@@ -28,8 +28,11 @@ def convert_one(settings: Settings, file: Path, output_dir: Path) -> int:
         source = file.resolve(strict=True)
     except (OSError, RuntimeError):  # RuntimeError: a symlink loop, in Python 3.11
         source = None
-    if source is None or not source.is_file():
+    if source is None:
         print(f"hotfolder: {file}: no such file", file=sys.stderr)
+        return 1
+    if not source.is_file():
+        print(f"hotfolder: {file}: not a regular file", file=sys.stderr)
         return 1
     options = settings.conversion.options(1)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,7 @@ def check_queue(settings: Settings) -> list[Check]:
 
     backend = open_backend(settings)
     try:
-        depth = build_queue(backend, repair=False).depth()
+        depth = build_queue(backend, repair=False, patience=0).depth()
     except Exception as exc:  # any storage failure is the finding itself
         return [(False, f"{backend.title} answers ({exc})", backend.advice)]
     return [(True, f"{backend.title} answers ({depth} waiting)", "")]

@@ -12,6 +12,7 @@ from handlers.sidecar import JobStatus, now_iso
 from watcher.services import Services
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_AGE = 100 * 365 * 86400.0  # seconds; longer overflows a date
 SORTS = {
     "created": "created_at desc",
     "finished": "finished_at desc",
@@ -39,7 +40,10 @@ def parse_age(text: str) -> float:
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip())
     if not match:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 1h, 7d)")
-    return float(match.group(1)) * UNITS[match.group(2)]
+    seconds = float(match.group(1)) * UNITS[match.group(2)]
+    if seconds > MAX_AGE:
+        raise ValueError(f"too long a duration: {text!r} (at most 100 years)")
+    return seconds
 
 
 def list_jobs(

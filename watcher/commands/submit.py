@@ -72,8 +72,12 @@ def copy_in(settings: Settings, source: Path) -> Path:
     if os.path.lexists(target):
         raise Refused(f"{target} already exists; move or rename one of them")
     temp = target.with_name(f".{target.name}.copying")
+    limit = int(settings.jobs.max_file_mb * 2**20)
     try:
-        skipped = copy_tree(source, temp) if kind == "folder" else copy_file(source, temp)
+        if kind == "folder":
+            skipped = copy_tree(source, temp, limit)
+        else:
+            skipped = copy_file(source, temp, limit)
         os.replace(temp, target)
     except BaseException:
         if temp.is_dir() and not temp.is_symlink():
@@ -105,7 +109,7 @@ def check_apart(settings: Settings, source: Path) -> None:
             raise Refused(f"it lies in hotfolder's {name} folder ({folder})")
 
 
-def copy_tree(source: Path, target: Path) -> int:
+def copy_tree(source: Path, target: Path, limit: int) -> int:
     """Copy the folders and regular files under `source`; links (to files or folders) and
     special files are skipped. Returns how many were skipped."""
     skipped = 0
@@ -118,15 +122,22 @@ def copy_tree(source: Path, target: Path) -> int:
             if kind == "folder":
                 (copy / name).mkdir()
             elif kind == "file":
-                copy_file(base / name, copy / name)
+                copy_file(base / name, copy / name, limit)
             else:
                 skipped += 1
     return skipped
 
 
-def copy_file(source: Path, target: Path) -> int:
-    """Copy one regular file (opened without following a link or blocking on a FIFO)."""
-    with open_regular(source) as (handle, info), target.open("xb") as out:
-        shutil.copyfileobj(handle, out)
+def copy_file(source: Path, target: Path, limit: int) -> int:
+    """Copy one regular file (opened without following a link or blocking on a FIFO), unless
+    it is over `limit` bytes (jobs.max_file_mb; 0: no limit): judged before a byte is read."""
+    with open_regular(source) as (handle, info):
+        if limit and info.st_size > limit:
+            raise Refused(
+                f"too_large: {source} is {info.st_size / 2**20:.1f} MiB, over the limit of "
+                f"{limit / 2**20:.1f} MiB (jobs.max_file_mb)"
+            )
+        with target.open("xb") as out:
+            shutil.copyfileobj(handle, out)
     os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
     return 0

@@ -27,7 +27,7 @@ def run_work(settings: Settings) -> int:
     # Imported once here so every forked worker starts with docling already loaded.
     import docling.document_converter  # noqa: F401
 
-    services = open_services(settings)
+    services = open_services(settings, daemon=True)
     services.queue.serve(Worker(services))
     consumer = HotfolderConsumer(services, Notifier())
     consumer.guard.recover_stale()

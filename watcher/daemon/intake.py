@@ -11,7 +11,7 @@ import structlog
 
 from handlers.errors import JobError
 from handlers.lease import Lease
-from handlers.lifecycle import admit
+from handlers.lifecycle import admit, refuse_unread
 from handlers.sidecar import TERMINAL, JobStatus, now_iso
 from handlers.source import digest_input
 from watcher.daemon.skips import Skips, kind_of
@@ -26,6 +26,7 @@ class Intake:
         self.input_dir = settings.input_dir
         self.ledger = services.ledger
         self.leases = services.leases
+        self.policy = services.policy
         self.priority = settings.queue.default_priority
         self.rules = settings.queue.priority_rules
         self.enqueue_timeout = settings.queue.enqueue_timeout
@@ -70,6 +71,10 @@ class Intake:
     ) -> tuple[str, JobStatus | None]:
         """What happens to `rel`, and the job to enqueue, if any (its record is written)."""
         recorded = self.ledger.read(rel)
+        try:
+            self.policy.check(info)  # by its size, before a byte of it is read
+        except JobError as exc:
+            return self.refuse(rel, recorded, info, priority, force, lease, exc)
         if queued is not None and unchanged_since(recorded, info):
             sha, size = recorded.sha256, recorded.size_bytes  # type: ignore[union-attr]
         else:
@@ -97,6 +102,29 @@ class Intake:
         if force:
             self.leases.clear_cancel(rel)  # a person asks again
         return "enqueued", admit(self.ledger, rel, sha, size, info.st_mtime_ns, priority)
+
+    def refuse(
+        self,
+        rel: str,
+        recorded: JobStatus | None,
+        info: os.stat_result,
+        priority: int,
+        force: bool,
+        lease: Lease | None,
+        error: JobError,
+    ) -> tuple[str, JobStatus | None]:
+        if lease is None or (recorded and recorded.state == "processing"):
+            if recorded and recorded.state == "processing":
+                self.follow_up(rel, priority)  # its worker refuses it, from the fstat
+            return "in_flight", None
+        same = recorded and (recorded.size_bytes, recorded.mtime_ns) == (
+            info.st_size,
+            info.st_mtime_ns,
+        )
+        if recorded and same and not recorded.sha256 and recorded.state in TERMINAL and not force:
+            return "unchanged", None
+        refuse_unread(self.ledger, self.policy, rel, info, priority, error)
+        return "refused", None
 
     def relative(self, path: Path) -> str | None:
         try:

@@ -29,7 +29,7 @@ from watcher.settings import WatchConfig
 log = structlog.get_logger("hotfolder.observer")
 Settled = Callable[[Path, "frozenset[str] | None"], object]
 HANDED_ON = ("created", "modified", "moved", "closed")
-RETRY_PAUSE = 30.0
+RETRY_PAUSE = 5.0  # seconds before a file whose intake failed (a full disk) is tried again
 
 
 @dataclass

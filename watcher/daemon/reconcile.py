@@ -19,6 +19,7 @@ from handlers.outputs import remove_outputs
 from handlers.sidecar import TERMINAL, now_iso
 from watcher.daemon.inflight import lost_reason
 from watcher.daemon.observer import SettleTracker
+from watcher.logs import Complaint
 from watcher.services import Services
 
 log = structlog.get_logger("hotfolder.recovery")
@@ -30,25 +31,40 @@ def reconcile_forever(
     """At start and every `jobs.reconcile_interval`: rescan the input tree (through the
     settle check, since a file may be mid-copy) and resync the index; and, if this watcher
     leads (one at a time across hosts), sweep the unfinished sidecars."""
-    settings, queue = services.settings, services.queue
+    trouble = Complaint("reconcile.pass_failed")
     while not stop.is_set():
         started = time.monotonic()
-        leading = services.leases.lead()
         try:
-            tracker.offer(settings.input_dir, frozenset(queue.queued_sources()))
-        except Exception as exc:  # the queue cannot be read (Redis down): rescan next pass
-            log.warning("reconcile.queue_unreadable", error=str(exc))
-            leading = False
-        tracker.wait_drained(stop)
-        sweep(services, leading)
-        scanned.set()
-        if leading and settings.jobs.retention_days:
-            age = settings.jobs.retention_days * 86400
-            forgotten, _ = purge(services, age, sorted(TERMINAL), False, False)
-            if forgotten:
-                log.info("retention.purged", jobs=len(forgotten))
-        log.info("reconcile.pass", seconds=round(time.monotonic() - started, 3), leading=leading)
-        stop.wait(settings.jobs.reconcile_interval)
+            leading = reconcile(services, tracker, stop)
+        except Exception as exc:  # per-pass boundary: a full or locked state disk passes;
+            # the thread lives on and the next pass tries again
+            trouble.report(exc)
+        else:
+            trouble.resolved()
+            seconds = round(time.monotonic() - started, 3)
+            log.info("reconcile.pass", seconds=seconds, leading=leading)
+        finally:
+            scanned.set()  # READY even when the first pass failed: the daemon is watching
+        stop.wait(services.settings.jobs.reconcile_interval)
+
+
+def reconcile(services: Services, tracker: SettleTracker, stop: threading.Event) -> bool:
+    """One pass; returns whether this watcher led it."""
+    settings = services.settings
+    leading = services.leases.lead()
+    try:
+        tracker.offer(settings.input_dir, frozenset(services.queue.queued_sources()))
+    except Exception as exc:  # the queue cannot be read (Redis down): rescan next pass
+        log.warning("reconcile.queue_unreadable", error=str(exc))
+        leading = False
+    tracker.wait_drained(stop)
+    sweep(services, leading)
+    if leading and settings.jobs.retention_days:
+        age = settings.jobs.retention_days * 86400
+        forgotten, _ = purge(services, age, sorted(TERMINAL), False, False)
+        if forgotten:
+            log.info("retention.purged", jobs=len(forgotten))
+    return leading
 
 
 def sweep(services: Services, leading: bool = True) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import signal
 import subprocess
 import sys
@@ -36,6 +38,15 @@ def spawn(config_file: Path, command: str) -> subprocess.Popen[bytes]:
 def run_all(settings: Settings) -> int:
     """Run both until a stop signal (exit 0) or until one of them exits (exit 1)."""
     assert settings.config_file is not None
+    claim = claim_state(settings.state_dir)
+    if isinstance(claim, str):
+        log.error(
+            "run.already_running",
+            holder=claim,
+            state=str(settings.state_dir),
+            hint="another `hotfolder run` uses these folders; stop it first",
+        )
+        return 1
     stopping = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -56,6 +67,23 @@ def run_all(settings: Settings) -> int:
     stop_children(children, settings.workers.shutdown_timeout + 10)
     log.info("run.stopped", code=code)
     return code
+
+
+def claim_state(state_dir: Path) -> int | str:
+    """One `run` per state folder: an flock on `state/run.lock` (the kernel drops it when
+    this process dies, even by SIGKILL). Returns the descriptor that holds it, or the pid
+    written by the `run` that holds it already."""
+    lock = state_dir / "run.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        return f"pid {holder}"
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def stop_children(children: dict[str, subprocess.Popen[bytes]], timeout: float) -> None:

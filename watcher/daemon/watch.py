@@ -31,7 +31,7 @@ def run_watch(settings: Settings) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    services = open_services(settings)
+    services = open_services(settings, daemon=True)
     skips = Skips()
     intake = Intake(services, skips)
     rules = IgnoreRules.of(settings)

@@ -54,11 +54,11 @@ class Worker:
         assert self.context is not None
         priority = int(task.priority or 0) if task else 0
         workers_dir = self.settings.workers_dir
-        inflight.mark_running(workers_dir, rel)
         try:
+            inflight.mark_running(workers_dir, rel)
             status = process_file(rel, self.context, priority)
         except OSError as exc:
-            # The record itself could not be written (disk full on the output side):
+            # The record itself could not be written (a full output or state disk):
             # nothing is lost, the file is simply tried again later.
             log.error("job.record_failed", source=rel, error=str(exc))
             self.requeue(rel, priority, self.context.policy.retry_delay(1))
@@ -88,5 +88,5 @@ class Worker:
         except Exception as exc:  # any backend's error (a locked file, Redis down): the
             # sidecar stays non-terminal, so the reconciler enqueues it again.
             log.error("job.requeue_failed", source=rel, error=str(exc))
-        put_back(self.services.ledger, rel)
+        put_back(self.services.ledger, self.services.leases, rel)
         log.warning("job.interrupted", source=rel, requeued=True)

@@ -1,6 +1,8 @@
-"""XML entity bombs: a document whose declared entities expand to far more text than the
-file holds is refused before docling expands them (its USPTO parser takes minutes on a
-few megabytes of expansion in one element, well under expat's own amplification limit)."""
+"""Markup built to eat time, refused before docling parses it: XML entity bombs (declared
+entities that expand to far more text than the file holds; docling's USPTO parser takes
+minutes on a few megabytes of expansion, well under expat's own limit), and elements nested
+thousands deep (docling's HTML backend holds a worker at full CPU for minutes on 100,000
+nested <div>s)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,57 @@ from handlers.errors import JobError
 
 MAX_EXPANSION = 1 << 20  # characters of entity replacement text, in all
 MAX_DEPTH = 64  # entities nested deeper than this are refused outright
+MAX_NESTING = 1000  # levels of nested container elements; real documents stay far below
 REFERENCE = re.compile(r"&([^\s&#;]+);")
+# Container elements that are closed in practice (a <p> or <li> often is not), and any
+# element of an XML document.
+CONTAINER = re.compile(
+    rb"<(/?)(div|span|section|article|aside|main|nav|blockquote|table|ul|ol|dl|font|em|"
+    rb"strong|b|i|u|a|sub|sup)\b[^>]*?(/?)>",
+    re.IGNORECASE,
+)
+ELEMENT = re.compile(rb"<(/?)[A-Za-z_][^\s/>]*[^>]*?(/?)>")
+
+
+def check_markup(path: Path) -> None:
+    """Raise too_large for an entity bomb, or elements nested past MAX_NESTING."""
+    head = markup_head(path)
+    if head is None:
+        return
+    check_nesting(path, xml=head.startswith(b"<?xml"))
+    check_entities(path)
+
+
+def markup_head(path: Path) -> bytes | None:
+    """The start of a markup file (XML, HTML), or None: binary formats (PDF, ZIP-based
+    Office files, images) are passed over without a search."""
+    with path.open("rb") as handle:
+        head = handle.read(1024).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head if head.startswith(b"<") else None
+
+
+def check_nesting(path: Path, xml: bool) -> None:
+    depth = deepest = 0
+    pattern = ELEMENT if xml else CONTAINER
+    with path.open("rb") as handle:
+        try:
+            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # an empty file cannot be mapped
+            return
+        with data:
+            for match in pattern.finditer(data):
+                closing, self_closing = match.group(1), match.groups()[-1]
+                if self_closing:
+                    continue
+                depth = max(depth - 1, 0) if closing else depth + 1
+                deepest = max(deepest, depth)
+                if deepest > MAX_NESTING:
+                    raise JobError(
+                        "too_large",
+                        f"The document nests its elements more than {MAX_NESTING} levels "
+                        "deep; a document built this way holds a converter for minutes, and "
+                        "hotfolder refuses it.",
+                    )
 
 
 def check_entities(path: Path) -> None:
@@ -32,11 +84,8 @@ def check_entities(path: Path) -> None:
 
 
 def declares_entities(path: Path) -> bool:
-    """Markup (XML, HTML) that declares an entity somewhere; binary formats (PDF, ZIP-based
-    Office files, images) are passed over without a search."""
+    """Whether the markup declares an entity anywhere (a search, not a parse)."""
     with path.open("rb") as handle:
-        if not handle.read(1024).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
-            return False
         try:
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
                 return data.find(b"<!ENTITY") != -1
