@@ -18,6 +18,7 @@ from handlers.lease import exclusive
 from handlers.sidecar import JobStatus
 
 log = structlog.get_logger("hotfolder.index")
+SYNC_BATCH = 500  # changed rows written at a time by a sync
 
 COLUMNS = (
     "job_id",
@@ -152,6 +153,20 @@ class JobIndex:
         with self.connect() as db:
             return dict(db.execute("select source_key, updated_at from jobs"))
 
+    def refresh(self, changed: list[JobStatus], was_known: set[bytes]) -> int:
+        """Upsert `changed`, except the rows forgotten (`purge`) since the sync began: the
+        walk may have read their sidecars just before they were deleted."""
+        if was_known:
+            marks = ", ".join("?" * len(was_known))
+            with self.connect() as db:
+                query = f"select source_key from jobs where source_key in ({marks})"
+                still = {bytes(row[0]) for row in db.execute(query, list(was_known))}
+            forgotten = was_known - still
+            changed = [s for s in changed if source_key(s.source) not in forgotten]
+        if changed:
+            self.upsert(changed)
+        return len(changed)
+
     def synced_at(self) -> str | None:
         """When a full sync from the sidecars last began (None: never)."""
         with self.connect() as db:
@@ -162,14 +177,22 @@ class JobIndex:
         """Make the index match these sidecars, all of those found by a walk that began
         at `since`; rows written after that are left alone. Returns rows changed."""
         known = self.updated()
-        changed = []
-        for status in statuses:
-            if known.pop(source_key(status.source), None) != status.updated_at:
+        changed: list[JobStatus] = []
+        was_known: set[bytes] = set()
+        count = 0
+        for status in statuses:  # streamed: 100,000 records are never all in memory
+            key = source_key(status.source)
+            recorded = known.pop(key, None)
+            if recorded != status.updated_at:
                 changed.append(status)
-        if changed:
-            self.upsert(changed)
+                if recorded is not None:
+                    was_known.add(key)
+            if len(changed) >= SYNC_BATCH:
+                count += self.refresh(changed, was_known)
+                changed, was_known = [], set()
+        count += self.refresh(changed, was_known)
         gone = [(key,) for key, updated_at in known.items() if updated_at < since]
         with self.connect() as db:
             db.executemany("delete from jobs where source_key = ?", gone)
             db.execute("insert or replace into meta values ('synced_at', ?)", (since,))
-        return len(changed) + len(gone)
+        return count + len(gone)

@@ -93,6 +93,8 @@ class Ledger:
             except OSError as exc:
                 if exc.errno not in UNUSABLE:
                     raise
+        if self.index is not None:
+            self.index.delete([rel])
 
     def places(self, rel: str) -> list[Path]:
         """Where the record of `rel` may be: beside its outputs, or the fallback."""
@@ -100,8 +102,6 @@ class Ledger:
             return [self.path(rel), self.fallback(rel)]
         except PathEscapes:
             return [self.fallback(rel)]
-        if self.index is not None:
-            self.index.delete([rel])
 
     def all(self) -> Iterator[JobStatus]:
         for sidecar in iter_sidecars(self.output_dir):

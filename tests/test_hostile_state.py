@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,20 @@ def test_small_edges_get_one_clear_line(make_daemon, tmp_path: Path) -> None:
         done = run_cli(daemon.config_file, "convert", str(odd), "-o", str(tmp_path / "out"))
         assert done.returncode == 1 and "not a regular file" in done.stderr, done.stderr
     assert daemon.stop() == 0
+
+
+def test_a_stop_with_a_worker_stuck_in_native_code_takes_seconds(make_daemon, tmp_path) -> None:
+    stuck = make_daemon(
+        "run", faults="deaf:hang*", config={"workers": {"count": 1, "shutdown_timeout": 2}}
+    )
+    drop(corpus("pdf/multi_page.pdf"), stuck.input / "hang.pdf")
+    stuck.wait_state("hang.pdf", ("processing",))
+    began = time.monotonic()
+    assert stuck.stop() == 0
+    assert time.monotonic() - began < 2 + 10  # the shutdown timeout and a few seconds
+    assert stuck.events("worker.killed_at_stop") and not stuck.events("run.child_killed")
+    put_back = stuck.sidecar("hang.pdf")
+    assert put_back["state"] == "pending" and put_back["attempts"] == 0, put_back
+    again = make_daemon("run", root=tmp_path)  # without the fault: it converts
+    assert again.wait_terminal("hang.pdf")["state"] == "completed"
+    assert again.stop() == 0

@@ -4,11 +4,13 @@ a settled file becomes one job, and the sweep recovers what a dead worker left."
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from handlers.lifecycle import cancel, start
+from handlers.sidecar import JobStatus, now_iso
 from handlers.source import Snapshot, read_input
 from tests.helpers import corpus
 from watcher.daemon import inflight
@@ -140,3 +142,20 @@ def test_an_index_deleted_under_a_running_process_is_refilled_by_the_sweep(
         (services.settings.state_dir / f"index.db{suffix}").unlink(missing_ok=True)
     sweep(services)  # the same process, with its connection to the deleted file
     assert services.index.counts() == {"pending": 3}
+
+
+def test_a_job_forgotten_while_a_sync_walks_is_not_brought_back(services: Services) -> None:
+    for n in range(2):
+        Intake(services).submit(drop(services, f"p{n}.md", "md/mixed.md"))
+    first, second = sorted(services.ledger.all(), key=lambda status: status.source)
+    read_earlier = first.model_copy(update={"updated_at": "2000-01-01T00:00:00.000Z"})
+
+    def walk() -> Iterator[JobStatus]:
+        yield read_earlier  # its sidecar was read, then `purge` forgot the job
+        services.ledger.forget(first.source)
+        yield second
+
+    services.index.sync(walk(), now_iso())
+    with services.index.connect() as db:
+        rows = [row[0] for row in db.execute("select source from jobs order by source")]
+    assert rows == ["p1.md"]

@@ -19,6 +19,7 @@ from watcher.services import Services, open_services
 from watcher.settings import Settings
 
 log = structlog.get_logger("hotfolder.work")
+STOP_GRACE = 5.0  # seconds an interrupted worker gets to put its job back and exit
 
 
 def run_work(settings: Settings) -> int:
@@ -113,6 +114,10 @@ class HotfolderConsumer(Consumer):
             self.stop_flag.set()
             self.bell.ring()
         super().stop(graceful)
+        # A worker stuck in native code never sees huey's interrupt (a Python signal
+        # handler runs between bytecodes): it is killed, and its job put back, so a stop
+        # takes workers.shutdown_timeout and a few seconds, not forever.
+        self.guard.kill_stuck(STOP_GRACE)
 
     def check_worker_health(self) -> bool:
         return self.guard.check(super().check_worker_health)

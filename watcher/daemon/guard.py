@@ -14,6 +14,7 @@ from pathlib import Path
 import structlog
 from huey.consumer import Consumer
 
+from handlers.lifecycle import put_back
 from handlers.source import copy_owners, discard_copies
 from watcher.daemon import inflight
 from watcher.daemon.reconcile import recover
@@ -114,6 +115,37 @@ class WorkerGuard:
         for _, proc in self.consumer.worker_threads:
             if proc.pid == pid:
                 proc.join(5)
+
+    def kill_stuck(self, grace: float) -> None:
+        """At a stop: the workers still alive `grace` seconds after huey interrupted them
+        are killed, and their jobs put back in the queue (a stop is not the job's fault)."""
+        deadline = time.monotonic() + grace
+        for _, proc in self.consumer.worker_threads:
+            proc.join(max(deadline - time.monotonic(), 0))
+        for _, proc in self.consumer.worker_threads:
+            if not proc.is_alive():
+                continue
+            entry = inflight.read(self.settings.workers_dir, proc.pid)
+            log.warning("worker.killed_at_stop", pid=proc.pid, source=entry and entry.source)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.join(5)
+            discard_copies(self.settings.scratch_dir, proc.pid)
+            if entry is None:
+                continue
+            try:
+                self.put_back(entry.source)
+            except Exception:  # per-job boundary: the reconciler finds it pending anyway
+                log.exception("recovery.failed", source=entry.source)
+                continue
+            inflight.clear(self.settings.workers_dir, proc.pid)
+
+    def put_back(self, rel: str) -> None:
+        leases = self.services.leases
+        with leases.hold(rel) as lease:
+            status = put_back(self.ledger, leases, rel) if lease else None
+        if status is not None and status.state == "pending":
+            timeout = self.settings.queue.enqueue_timeout
+            self.services.queue.enqueue(rel, status.priority, timeout)
 
     def recover_pid(self, pid: int) -> None:
         discard_copies(self.settings.scratch_dir, pid)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -16,7 +17,7 @@ from handlers.errors import lost_worker
 from handlers.ledger import Ledger
 from handlers.lifecycle import end_vanished, recover_lost
 from handlers.outputs import remove_outputs
-from handlers.sidecar import TERMINAL, now_iso
+from handlers.sidecar import TERMINAL, JobStatus, now_iso
 from watcher.daemon.inflight import lost_reason
 from watcher.daemon.observer import SettleTracker
 from watcher.logs import Complaint
@@ -73,12 +74,16 @@ def sweep(services: Services, leading: bool = True) -> None:
     whose input vanished is ended."""
     settings, ledger = services.settings, services.ledger
     since = now_iso()
-    statuses = list(ledger.all())
-    if ledger.index is not None:
-        ledger.index.sync(statuses, since)  # what the pass changes is mirrored as written
-    for status in statuses if leading else ():
-        if status.state in TERMINAL:
-            continue
+    unfinished: list[JobStatus] = []  # the few to look at; the finished are only indexed
+
+    def walk() -> Iterator[JobStatus]:
+        for status in ledger.all():
+            if status.state not in TERMINAL:
+                unfinished.append(status)
+            yield status
+
+    services.index.sync(walk(), since)  # what the pass changes is mirrored as written
+    for status in unfinished if leading else ():
         try:
             if status.state == "processing":
                 lost = lost_reason(settings.workers_dir, status.worker)
