@@ -248,3 +248,22 @@ def test_a_stop_with_a_worker_stuck_in_native_code_takes_seconds(make_daemon, tm
     again = make_daemon("run", root=tmp_path)  # without the fault: it converts
     assert again.wait_terminal("hang.pdf")["state"] == "completed"
     assert again.stop() == 0
+
+
+def test_an_input_folder_replaced_or_removed_is_watched_anew(make_daemon) -> None:
+    daemon = make_daemon("run", config={"jobs": {"reconcile_interval": 300}})  # no rescans
+    drop(corpus("md/mixed.md"), daemon.input / "first.md")
+    assert daemon.wait_terminal("first.md")["state"] == "completed"
+    daemon.input.rename(daemon.root / "input.old")
+    daemon.input.mkdir()
+    wait_for(lambda: daemon.events("watch.input_replaced"), 10, "the new folder to be noticed")
+    drop(corpus("md/wiki.md"), daemon.input / "second.md")
+    assert daemon.wait_terminal("second.md", timeout=20)["state"] == "completed"
+    (daemon.input / "second.md").unlink()
+    daemon.input.rmdir()
+    wait_for(lambda: daemon.events("watch.input_missing"), 10, "the missing folder to be noticed")
+    daemon.check_running()
+    daemon.input.mkdir()
+    drop(corpus("csv/csv-comma.csv"), daemon.input / "third.csv")
+    assert daemon.wait_terminal("third.csv", timeout=20)["state"] == "completed"
+    assert daemon.stop() == 0

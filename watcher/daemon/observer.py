@@ -223,6 +223,45 @@ def file_system(path: Path) -> str:
     return kind
 
 
+class Lookout:
+    """The observer of the input folder, started again when the folder is replaced (renamed
+    away and made anew) or comes back after it was removed: an inotify watch follows the old
+    folder, which no file will enter again. Checked from the watcher's main loop."""
+
+    def __init__(
+        self, config: WatchConfig, input_dir: Path, handler: Handoff, rescan: Callable[[], object]
+    ) -> None:
+        self.config, self.input_dir, self.handler, self.rescan = config, input_dir, handler, rescan
+        self.identity = folder_identity(input_dir)
+        self.observer = start_observer(config, input_dir, handler)
+
+    def check(self) -> None:
+        now = folder_identity(self.input_dir)
+        if now == self.identity:
+            return
+        self.identity = now
+        if now is None:
+            log.error(
+                "watch.input_missing",
+                path=str(self.input_dir),
+                hint="create the folder again: watching resumes by itself",
+            )
+            return
+        log.warning("watch.input_replaced", path=str(self.input_dir), note="watching it anew")
+        self.observer.stop()
+        self.observer.join(5)
+        self.observer = start_observer(self.config, self.input_dir, self.handler)
+        self.rescan()  # what was moved in with the new folder
+
+
+def folder_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
+
+
 def start_observer(config: WatchConfig, input_dir: Path, handler: Handoff) -> BaseObserver:
     """inotify, or polling: when configured, when `auto` finds a network file system, or
     when inotify runs out of watches."""

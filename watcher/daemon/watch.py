@@ -10,7 +10,7 @@ import structlog
 
 from watcher.daemon.ignore import IgnoreRules
 from watcher.daemon.intake import Intake
-from watcher.daemon.observer import Handoff, SettleTracker, start_observer
+from watcher.daemon.observer import Handoff, Lookout, SettleTracker
 from watcher.daemon.reconcile import reconcile_forever
 from watcher.daemon.sdnotify import Notifier
 from watcher.daemon.skips import Skips
@@ -44,7 +44,12 @@ def run_watch(settings: Settings) -> int:
     )
     tracker_thread = threading.Thread(target=tracker.run, args=(stop,), name="settle", daemon=True)
     tracker_thread.start()
-    observer = start_observer(settings.watch, settings.input_dir, Handoff(tracker, rules))
+    lookout = Lookout(
+        settings.watch,
+        settings.input_dir,
+        Handoff(tracker, rules),
+        rescan=lambda: tracker.offer(settings.input_dir),
+    )
     scanned = threading.Event()  # set once the start-up scan and sweep are done
     reconciler = threading.Thread(
         target=reconcile_forever,
@@ -53,14 +58,17 @@ def run_watch(settings: Settings) -> int:
         daemon=True,
     )
     reconciler.start()
-    log.info("watch.started", input=str(settings.input_dir), observer=type(observer).__name__)
-    threads = {"observer": observer, "settle": tracker_thread, "reconcile": reconciler}
+    observer = type(lookout.observer).__name__
+    log.info("watch.started", input=str(settings.input_dir), observer=observer)
+    threads = {"observer": lookout.observer, "settle": tracker_thread, "reconcile": reconciler}
     heartbeat = Heartbeat(settings, "watch", services.backend)
     notifier = Notifier()
     index = services.fresh_index()
     try:
         while not stop.wait(0.5):
-            heartbeat.beat(observer=type(observer).__name__, tracked=len(tracker.tracked))
+            lookout.check()
+            threads["observer"] = lookout.observer
+            heartbeat.beat(observer=observer, tracked=len(tracker.tracked))
             dead = [name for name, thread in threads.items() if not thread.is_alive()]
             if dead and not stop.is_set():  # threads end on their own once a stop is asked
                 log.error("watch.thread_died", thread=dead[0])
@@ -71,7 +79,7 @@ def run_watch(settings: Settings) -> int:
     finally:
         notifier.stopping()
         stop.set()
-        observer.stop()
+        lookout.observer.stop()
         for thread in threads.values():
             thread.join(timeout=5)
         heartbeat.stop()
