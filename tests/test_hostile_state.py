@@ -267,3 +267,19 @@ def test_an_input_folder_replaced_or_removed_is_watched_anew(make_daemon) -> Non
     drop(corpus("csv/csv-comma.csv"), daemon.input / "third.csv")
     assert daemon.wait_terminal("third.csv", timeout=20)["state"] == "completed"
     assert daemon.stop() == 0
+
+
+def test_a_full_output_disk_ends_a_job_after_its_attempts_with_one_sentence(
+    make_daemon, tmp_path: Path
+) -> None:
+    with small_tmpfs(tmp_path / "output", "1m") as output:
+        fill(output, leave=24 * 1024)  # room for sidecars, not for outputs
+        daemon = make_daemon("run", config={"jobs": {"max_attempts": 2, "retry_backoff": 0.2}})
+        drop(corpus("pdf/multi_page.pdf"), daemon.input / "r.pdf")
+        final = daemon.wait_terminal("r.pdf", timeout=60)
+        assert final["state"] == "failed" and final["attempts"] == 2, final
+        message = final["error"]["message"]
+        assert message.count("Gave up after 2 attempts") == 1, message
+        assert "will be retried" not in message and str(output) in message, message
+        assert len(daemon.events("job.started")) == 2
+        assert daemon.stop() == 0
