@@ -94,12 +94,17 @@ from pathlib import Path
 from watcher.settings import ConfigError, load_settings
 
 try:
-    paths = load_settings(Path(sys.argv[1])).paths
+    settings = load_settings(Path(sys.argv[1]))
 except ConfigError as exc:
     sys.exit(f"hotfolder-install: {exc}")
+paths = settings.paths
 for path in (paths.input, paths.output, paths.state, paths.archive, paths.quarantine):
     print(path)
-print(load_settings(Path(sys.argv[1])).queue.backend)
+print(settings.queue.backend)
+# The watcher reaches the network for webhooks and a metrics endpoint.
+print("yes" if settings.hooks.webhook or settings.metrics.listen else "no")
+if settings.metrics.textfile:  # its folder must be writable under ProtectSystem=strict
+    print(Path(settings.metrics.textfile).parent)
 EOF
 }
 
@@ -109,10 +114,11 @@ memory_max() {
 }
 
 install_units() {
-    local folders state unit read_write backend
+    local folders state unit read_write backend network
     mapfile -t folders < <(configured_folders)
     backend=${folders[5]}
-    unset 'folders[5]'
+    network=${folders[6]}
+    folders=("${folders[@]:0:5}" "${folders[@]:7}")
     state=${folders[2]}
     read_write=${folders[*]}
     mkdir -p "$ROOT$UNIT_DIR"
@@ -134,6 +140,15 @@ install_units() {
             rmdir "$ROOT$UNIT_DIR/$unit.d" 2>/dev/null || true
         fi
     done
+    # Webhooks and a metrics endpoint: the watcher needs the network too.
+    unit=hotfolder-watch.service
+    if [[ $network == yes ]]; then
+        mkdir -p "$ROOT$UNIT_DIR/$unit.d"
+        install -m 0644 "$SOURCE/deploy/hotfolder-hooks.conf" "$ROOT$UNIT_DIR/$unit.d/hooks.conf"
+    else
+        rm -f "$ROOT$UNIT_DIR/$unit.d/hooks.conf"
+        rmdir "$ROOT$UNIT_DIR/$unit.d" 2>/dev/null || true
+    fi
     # Folders configured outside DATA_DIR must exist for the units' ReadWritePaths=.
     for folder in "${folders[@]}"; do
         mkdir -p "$ROOT$folder"

@@ -15,6 +15,7 @@ import structlog
 
 from handlers.atomic import set_aside
 from handlers.lease import exclusive
+from handlers.outbox import tally
 from handlers.sidecar import JobStatus
 
 log = structlog.get_logger("hotfolder.index")
@@ -36,19 +37,28 @@ COLUMNS = (
     "duration_s",
     "error_type",
     "worker",
+    "input_format",
+    "pages",
+    "hooks_pending",
+    "hooks_delivered",
+    "hooks_given_up",
 )
-SCHEMA = f"""
+TABLES = f"""
 create table if not exists jobs (
     source_key blob primary key,
     source text not null,
     {", ".join(COLUMNS)}
 );
+create table if not exists meta (key text primary key, value text not null);
+"""
+INDEXES = """
 create index if not exists jobs_state on jobs (state, created_at);
 create index if not exists jobs_job_id on jobs (job_id);
 create index if not exists jobs_finished on jobs (finished_at);
 create index if not exists jobs_created on jobs (created_at);
-create table if not exists meta (key text primary key, value text not null);
+create index if not exists jobs_hooks on jobs (hooks_pending) where hooks_pending > 0;
 """
+SCHEMA = TABLES + INDEXES
 
 
 def source_key(rel: str) -> bytes:
@@ -58,7 +68,8 @@ def source_key(rel: str) -> bytes:
 
 def row_of(status: JobStatus) -> tuple[object, ...]:
     error_type = status.error.get("type") if status.error else None
-    values = {**status.model_dump(include=set(COLUMNS)), "error_type": error_type}
+    hooks = {f"hooks_{state}": count for state, count in tally(status).items()}
+    values = {**status.model_dump(include=set(COLUMNS)), "error_type": error_type, **hooks}
     shown = source_key(status.source).decode("utf-8", "backslashreplace")
     return (source_key(status.source), shown, *(values[column] for column in COLUMNS))
 
@@ -79,8 +90,13 @@ class JobIndex:
 
     def create(self) -> None:
         with self.connect() as db:
-            db.executescript(SCHEMA)
+            db.executescript(TABLES)
             db.execute("select count(*) from jobs").fetchone()
+            present = {row[1] for row in db.execute("pragma table_info(jobs)")}
+            if not set(COLUMNS) <= present:  # an index of an older version: start afresh
+                db.executescript("drop table jobs; delete from meta;" + TABLES)
+                self.rebuilt = True  # the caller refills it from the sidecars
+            db.executescript(INDEXES)
 
     def replace_damaged(self) -> None:
         """The index is a cache: a damaged one is set aside and started afresh, and the

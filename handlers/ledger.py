@@ -20,6 +20,7 @@ import structlog
 
 from handlers.atomic import PathEscapes
 from handlers.index import JobIndex
+from handlers.outbox import Hook, plan
 from handlers.sidecar import (
     SUFFIX,
     JobStatus,
@@ -36,9 +37,12 @@ Listener = Callable[[JobStatus], None]
 
 
 class Ledger:
-    def __init__(self, output_dir: Path, index: JobIndex | None = None) -> None:
+    def __init__(
+        self, output_dir: Path, index: JobIndex | None = None, hooks: tuple[Hook, ...] = ()
+    ) -> None:
         self.output_dir = output_dir
         self.index = index
+        self.hooks = hooks  # a terminal record is saved with its deliveries planned
         self.listeners: list[Listener] = []
 
     def listen(self, listener: Listener) -> None:
@@ -64,6 +68,7 @@ class Ledger:
 
     def save(self, status: JobStatus) -> JobStatus:
         """Replace the sidecar atomically, then mirror it into the index."""
+        plan(status, self.hooks)
         try:
             write_status(self.path(status.source), status)
         except PathEscapes:  # a link planted in the output folder: never followed

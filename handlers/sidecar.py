@@ -50,11 +50,23 @@ class JobStatus(BaseModel):
     warnings: list[str] = []
     docling_version: str | None = None
     worker: str | None = None
+    # Deliveries of this outcome to the configured hooks, by hook name: delivery (its id,
+    # the same on every retry), event, state (pending, delivered, given_up), attempts,
+    # next_at, last_error.
+    hooks: dict[str, dict[str, object]] = {}
 
 
 def now_iso(delay: float = 0.0) -> str:
     moment = datetime.now(UTC) + timedelta(seconds=delay)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def age_of(stamp: str | None) -> float | None:
+    """Seconds since the time stamp `stamp` (None for none)."""
+    if not stamp:
+        return None
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return round((datetime.now(UTC) - moment).total_seconds(), 1)
 
 
 def sidecar_path(output_dir: Path, rel: str) -> Path:

@@ -266,6 +266,8 @@ def toml_value(value: object) -> str:
         return (
             "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
         )
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     return json.dumps(value)
 
 

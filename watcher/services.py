@@ -10,6 +10,7 @@ from handlers.index import JobIndex
 from handlers.lease import Leases
 from handlers.ledger import Ledger
 from handlers.lifecycle import JobPolicy
+from handlers.outbox import Hook
 from handlers.sidecar import now_iso
 from watcher.backends import Backend, open_backend
 from watcher.queue import Queue, build_queue
@@ -67,10 +68,20 @@ def open_ledger(settings: Settings) -> Ledger:
     """The sidecars under the output dir, mirrored into the job index in the state dir
     (refilled from the sidecars if it had to be replaced)."""
     index = JobIndex(settings.state_dir / "index.db")
-    ledger = Ledger(settings.output_dir, index)
+    ledger = Ledger(settings.output_dir, index, hooks=hook_plans(settings))
     if index.rebuilt:
         index.sync(ledger.all(), now_iso())
     return ledger
+
+
+def hook_plans(settings: Settings) -> tuple[Hook, ...]:
+    """The configured hooks, as the ledger plans their deliveries."""
+    hooks = settings.hooks
+    return tuple(
+        Hook(hook.name, kind, frozenset(hook.on))
+        for kind, configured in (("command", hooks.command), ("webhook", hooks.webhook))
+        for hook in configured
+    )
 
 
 def job_policy(settings: Settings) -> JobPolicy:

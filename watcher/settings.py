@@ -8,7 +8,14 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -126,6 +133,49 @@ class ConversionConfig(Section):
         )
 
 
+Event = Literal["completed", "failed", "cancelled"]
+
+
+class CommandHook(Section):
+    name: str = ""  # "" names it command-1, command-2, ... in the order given
+    argv: list[str] = Field(min_length=1)
+    on: list[Event] = ["completed"]
+
+
+class WebhookHook(Section):
+    name: str = ""  # "" names it webhook-1, webhook-2, ...
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    secret_file: Path | None = None
+    on: list[Event] = ["completed", "failed", "cancelled"]
+
+
+class HooksConfig(Section):
+    command: list[CommandHook] = []
+    webhook: list[WebhookHook] = []
+    timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    max_attempts: int = Field(8, ge=1, le=100)
+    retry_backoff: float = Field(5.0, ge=0.1, le=DAY)
+
+    @model_validator(mode="after")
+    def unique_names(self) -> HooksConfig:
+        for n, hook in enumerate(self.command, 1):
+            hook.name = hook.name or f"command-{n}"
+        for n, web in enumerate(self.webhook, 1):
+            web.name = web.name or f"webhook-{n}"
+        hooks: list[CommandHook | WebhookHook] = [*self.command, *self.webhook]
+        names = [hook.name for hook in hooks]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"hook names must be unique; given twice: {', '.join(twice)}")
+        return self
+
+
+class MetricsConfig(Section):
+    textfile: str = ""  # "" means off
+    listen: str = Field("", pattern=r"^$|^[^\s:]*:\d{1,5}$")  # "host:port"; "" means off
+    interval: float = Field(5.0, ge=1, le=3600)
+
+
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -144,6 +194,8 @@ class Settings(BaseSettings):
     queue: QueueConfig = QueueConfig()
     jobs: JobsConfig = JobsConfig()
     conversion: ConversionConfig = ConversionConfig()
+    hooks: HooksConfig = HooksConfig()
+    metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     config_file: Path | None = Field(None, exclude=True)
 
@@ -303,6 +355,11 @@ def anchor_paths(settings: Settings, config_file: Path) -> Settings:
         **{key: (base / value).resolve() for key, value in paths.model_dump().items()}
     )
     settings.config_file = config_file.resolve()
+    for web in settings.hooks.webhook:
+        if web.secret_file is not None:
+            web.secret_file = (base / web.secret_file).resolve()
+    if settings.metrics.textfile:
+        settings.metrics.textfile = str((base / settings.metrics.textfile).resolve())
     if settings.conversion.ocr_models:
         settings.conversion.ocr_models = str((base / settings.conversion.ocr_models).resolve())
     return settings

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from watcher.heartbeat import read_heartbeat
-from watcher.settings import Settings
+from watcher.settings import Settings, used_dirs
 
 # Format -> the modules its docling backend needs (the extras hotfolder installs).
 BACKENDS = {
@@ -160,6 +160,45 @@ def check_processes(settings: Settings) -> list[Check]:
     return results
 
 
+def check_hooks(settings: Settings) -> list[Check]:
+    """A hook runs with the service's rights: its program must not be writable by others
+    nor lie in the data folders, and a webhook's secret must be the service's alone."""
+    results: list[Check] = []
+    data = [path for key, path in used_dirs(settings).items()]
+    for hook in settings.hooks.command:
+        program = shutil.which(hook.argv[0])
+        what = f"hook {hook.name}: {hook.argv[0]}"
+        if program is None:
+            results.append((False, f"{what} exists and runs", "install it, or fix argv"))
+            continue
+        real = Path(program).resolve()
+        mode = real.stat().st_mode
+        inside = [str(folder) for folder in data if real.is_relative_to(folder)]
+        results.append(
+            (
+                not inside and not mode & 0o022,
+                f"{what} is not writable by others and lies outside the data folders",
+                "move it out of the data folders and chmod go-w it",
+            )
+        )
+    for web in settings.hooks.webhook:
+        if web.secret_file is None:
+            continue
+        try:
+            mode = web.secret_file.stat().st_mode
+        except OSError as exc:
+            results.append((False, f"hook {web.name}: secret file readable ({exc.strerror})", ""))
+            continue
+        results.append(
+            (
+                not mode & 0o077,
+                f"hook {web.name}: secret file {web.secret_file} is the service's alone",
+                f"chmod 600 {web.secret_file}",
+            )
+        )
+    return results
+
+
 CHECKS: list[Callable[[Settings], list[Check]]] = [
     check_dirs,
     check_disk,
@@ -168,6 +207,7 @@ CHECKS: list[Callable[[Settings], list[Check]]] = [
     check_backends,
     check_ocr,
     check_processes,
+    check_hooks,
 ]
 
 

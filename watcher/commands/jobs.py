@@ -150,7 +150,7 @@ def render_show(status: JobStatus) -> str:
     lines = [
         f"{key:<16}{'' if value is None else printable(value)}"
         for key, value in data.items()
-        if key not in ("error", "outputs", "warnings")
+        if key not in ("error", "outputs", "warnings", "hooks")
     ]
     if status.outputs:
         lines += ["outputs:"] + [f"  {fmt:<6}{path}" for fmt, path in status.outputs.items()]
@@ -161,6 +161,12 @@ def render_show(status: JobStatus) -> str:
             f"retryable       {status.error['retryable']}",
         ]
     lines += [f"warning         {w}" for w in status.warnings]
+    if status.hooks:
+        lines += ["hooks:"] + [
+            f"  {name:<14}{entry.get('state')} after {entry.get('attempts')} attempt(s)"
+            + (f"; last error: {entry['last_error']}" if entry.get("last_error") else "")
+            for name, entry in status.hooks.items()
+        ]
     return "\n".join(lines)
 
 

@@ -6,22 +6,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import UTC, datetime
 
-from handlers.sidecar import STATES, now_iso
+from handlers.sidecar import STATES, age_of, now_iso
 from watcher.commands.render import bar
 from watcher.heartbeat import read_heartbeat
 from watcher.services import Services
 
 RATE_WINDOW_MIN = 5
 RUNNING = ("job_id", "source", "progress", "pages_done", "pages_total", "started_at", "worker")
-
-
-def age_of(stamp: str | None) -> float | None:
-    if not stamp:
-        return None
-    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return round((datetime.now(UTC) - moment).total_seconds(), 1)
 
 
 def collect(services: Services) -> dict[str, object]:
@@ -39,6 +31,9 @@ def collect(services: Services) -> dict[str, object]:
         running = db.execute(
             f"select {', '.join(RUNNING)} from jobs where state = 'processing' order by started_at"
         ).fetchall()
+        hooks = db.execute(
+            "select coalesce(sum(hooks_pending), 0), coalesce(sum(hooks_given_up), 0) from jobs"
+        ).fetchone()
     depth: int | None
     scheduled: int | None
     queue_error: str | None
@@ -59,6 +54,7 @@ def collect(services: Services) -> dict[str, object]:
         "workers": read_heartbeat(settings.state_dir, "work"),
         "watcher": read_heartbeat(settings.state_dir, "watch"),
         "processing": [dict(zip(RUNNING, row, strict=True)) for row in running],
+        "hook_deliveries": {"pending": hooks[0], "given_up": hooks[1]},
         "hosts": backend.alive_hosts() if queue_error is None else [],
         "input": str(settings.input_dir),
         "output": str(settings.output_dir),
@@ -97,6 +93,13 @@ def render(report: dict[str, object]) -> str:
         f"throughput  {report['jobs_per_minute']} jobs/min (last {RATE_WINDOW_MIN} min)",
         f"oldest pending {'-' if oldest is None else f'{oldest:.0f} s'}",
     ]
+    deliveries = report["hook_deliveries"]
+    assert isinstance(deliveries, dict)
+    if any(deliveries.values()):
+        lines.append(
+            f"hooks       {deliveries['pending']} deliveries pending, "
+            f"{deliveries['given_up']} given up"
+        )
     alive = report["hosts"]
     assert isinstance(alive, list)
     if alive:

@@ -8,17 +8,36 @@ from types import FrameType
 
 import structlog
 
+from watcher.daemon.deliveries import Deliverer
 from watcher.daemon.ignore import IgnoreRules
 from watcher.daemon.intake import Intake
+from watcher.daemon.metrics import serve_metrics
 from watcher.daemon.observer import Handoff, Lookout, SettleTracker
 from watcher.daemon.reconcile import reconcile_forever
 from watcher.daemon.sdnotify import Notifier
 from watcher.daemon.skips import Skips
 from watcher.heartbeat import Heartbeat
-from watcher.services import open_services
+from watcher.services import Services, open_services
 from watcher.settings import Settings
 
 log = structlog.get_logger("hotfolder.watch")
+
+
+def start_reporting(services: Services, stop: threading.Event) -> dict[str, threading.Thread]:
+    """The hook deliverer and the metrics writer, where configured."""
+    started: dict[str, threading.Thread] = {}
+    hooks, metrics = services.settings.hooks, services.settings.metrics
+    if hooks.command or hooks.webhook:
+        deliverer = Deliverer(services)
+        started["hooks"] = threading.Thread(target=deliverer.run, args=(stop,), name="hooks")
+    if metrics.textfile or metrics.listen:
+        started["metrics"] = threading.Thread(
+            target=serve_metrics, args=(services, stop), name="metrics"
+        )
+    for thread in started.values():
+        thread.daemon = True
+        thread.start()
+    return started
 
 
 def run_watch(settings: Settings) -> int:
@@ -61,6 +80,7 @@ def run_watch(settings: Settings) -> int:
     observer = type(lookout.observer).__name__
     log.info("watch.started", input=str(settings.input_dir), observer=observer)
     threads = {"observer": lookout.observer, "settle": tracker_thread, "reconcile": reconciler}
+    threads |= start_reporting(services, stop)
     heartbeat = Heartbeat(settings, "watch", services.backend)
     notifier = Notifier()
     index = services.fresh_index()
