@@ -337,6 +337,41 @@ def overhead(tmp: Path, quick: bool, reps: int) -> dict:
     }
 
 
+def hooks(tmp: Path, quick: bool, reps: int) -> dict:
+    """CPU per job of the whole daemon with hooks and metrics off, and on (a command hook
+    that does nothing and the metrics text file), over the same tiny files; medians."""
+    count = 200 if quick else 1000
+    files = tiny_files(tmp / "tiny", count)
+    one = {"workers": {"count": 1, "max_tasks_per_worker": 0}}
+    on = {
+        **one,
+        "hooks": {"command": [{"argv": ["true"], "on": ["completed"]}]},
+        "metrics": {"textfile": str(tmp / "metrics.prom"), "interval": 1},
+    }
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
+    for rep in range(reps):
+        for name, config in (("off", one), ("on", on)):
+            before = children_cpu()
+            daemon = start(tmp / f"{name}{rep}", config)
+            drop_all(files, daemon.input)
+            wait_done(daemon, count)
+            if name == "on":
+                wait_for(
+                    lambda d=daemon: d.log().count('"hook.delivered"') >= count,
+                    600,
+                    "every delivery",
+                    0.5,
+                )
+            daemon.stop()
+            cpu[name].append((children_cpu() - before) / count * 1000)
+    off, with_hooks = statistics.median(cpu["off"]), statistics.median(cpu["on"])
+    return {
+        "files": count,
+        "cpu_per_job_ms": {"off": off, "on": with_hooks, "difference": with_hooks - off},
+        "runs": cpu,
+    }
+
+
 SYSCALLS = {
     "fsync": ("fsync",),
     "fdatasync": ("fdatasync",),
@@ -467,7 +502,7 @@ def cli(tmp: Path, quick: bool, reps: int) -> dict:
 
 
 SECTIONS: dict[str, Callable[[Path, bool, int], dict]] = {
-    f.__name__: f for f in (batch, overhead, latency, burst, ocr, cli)
+    f.__name__: f for f in (batch, overhead, hooks, latency, burst, ocr, cli)
 }
 
 

@@ -93,6 +93,21 @@ def overhead(s: dict) -> list[str]:
     )
 
 
+def hooks(s: dict) -> list[str]:
+    cpu = s["cpu_per_job_ms"]
+    rows: list[list[object]] = [
+        ["hooks and metrics off", f"{cpu['off']:.1f} ms"],
+        ["a command hook and the metrics text file", f"{cpu['on']:.1f} ms"],
+        ["what they cost per job", f"{cpu['difference']:.2f} ms"],
+    ]
+    return table(
+        f"**Hooks and metrics**: CPU per job of the whole daemon, {s['files']} tiny files,"
+        " 1 worker (each hook is a process: `true`).",
+        ["run", "CPU per job"],
+        rows,
+    )
+
+
 def latency(s: dict) -> list[str]:
     w = s["beyond_settle_s"]
     return [
@@ -174,7 +189,7 @@ def memory(sections: dict) -> list[str]:
     return lines
 
 
-RENDERERS = {f.__name__: f for f in (batch, overhead, latency, burst, ocr, cli)}
+RENDERERS = {f.__name__: f for f in (batch, overhead, hooks, latency, burst, ocr, cli)}
 
 
 def panels(results: dict) -> list[tuple[str, list[tuple[str, float]], str]]:
