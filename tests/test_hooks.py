@@ -251,7 +251,13 @@ def test_metrics_pass_promtool_and_match_the_sidecars(make_daemon, tmp_path: Pat
         return 'hotfolder_jobs{state="completed"} 2.0' in text
 
     wait_for(lambda: textfile.exists() and completed_in(textfile.read_text()), 30, "the file")
-    served = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+
+    def scrape() -> bytes | None:
+        """The endpoint's text once the workers' heartbeat is in (written every few s)."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        return text if b"hotfolder_workers_up{" in text else None
+
+    served = wait_for(scrape, 30, "a scrape with the workers in it")
     tool = promtool()
     for text in (textfile.read_bytes(), served):
         checked = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True)

@@ -128,8 +128,9 @@ class IndexCollector:
         return family
 
     def queue(self) -> Iterator[Metric]:
+        storage = self.services.queue.huey.storage  # the watcher's own, already open
         try:
-            depth, scheduled = self.services.backend.queue_sizes()
+            depth, scheduled = storage.queue_size(), storage.schedule_size()
         except Exception:  # the queue cannot be read: no figure rather than a wrong one
             return
         yield GaugeMetricFamily("hotfolder_queue_depth", "Tasks waiting", value=depth)
