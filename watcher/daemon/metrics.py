@@ -169,8 +169,12 @@ def serve_metrics(services: Services, stop: threading.Event) -> None:
     registry = registry_of(services)
     if config.listen:
         host, _, port = config.listen.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
-        log.info("metrics.listening", address=config.listen)
+        try:
+            start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+        except OSError as exc:  # the port is taken: the rest of the watcher goes on
+            log.error("metrics.listen_failed", address=config.listen, error=str(exc))
+        else:
+            log.info("metrics.listening", address=config.listen)
     if not config.textfile:
         stop.wait()  # the endpoint serves from its own thread; this one stays supervised
         return
