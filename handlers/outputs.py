@@ -1,9 +1,9 @@
 """The converted document written as `<rel>.<ext>` files that mirror the input tree, and
 the names refused because those files would not fit, or would land on another job's.
 
-`FORMATS` is the one registry of output formats (`conversion.to`): a renderer gets the
-document and the private copy of the input that was converted, and returns the file's
-bytes. A new format is one decorated function here.
+`FORMATS` is the one registry of output formats (`conversion.to`): a renderer gets a
+`Rendition` (the document, the private copy of the input that was converted, the job's
+record) and returns the file's bytes. A new format is one decorated function here.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from handlers.atomic import PathEscapes, safe_join, write_all_atomic
 from handlers.errors import FULL, JobError, disk_full
-from handlers.sidecar import SUFFIX
+from handlers.sidecar import SUFFIX, JobStatus
 
 if TYPE_CHECKING:
     from docling_core.types.doc.document import DoclingDocument
@@ -46,7 +46,16 @@ def check_name(rel: str) -> None:
         )
 
 
-Renderer = Callable[["DoclingDocument", Path], bytes]
+@dataclass(frozen=True)
+class Rendition:
+    """What a renderer gets. `job` is None outside a job (the benchmark's floor)."""
+
+    document: DoclingDocument
+    source: Path
+    job: JobStatus | None = None
+
+
+Renderer = Callable[[Rendition], bytes]
 
 
 @dataclass(frozen=True)
@@ -74,28 +83,35 @@ def text(data: str) -> bytes:
 
 
 @output_format("md", "md")
-def markdown(document: DoclingDocument, source: Path) -> bytes:
-    return text(document.export_to_markdown())
+def markdown(r: Rendition) -> bytes:
+    return text(r.document.export_to_markdown())
 
 
 @output_format("json", "json")
-def docling_json(document: DoclingDocument, source: Path) -> bytes:
-    return text(json.dumps(document.export_to_dict(), ensure_ascii=False))
+def docling_json(r: Rendition) -> bytes:
+    return text(json.dumps(r.document.export_to_dict(), ensure_ascii=False))
 
 
 @output_format("html", "html")
-def html(document: DoclingDocument, source: Path) -> bytes:
-    return text(document.export_to_html())
+def html(r: Rendition) -> bytes:
+    return text(r.document.export_to_html())
 
 
 @output_format("text", "txt")
-def plain_text(document: DoclingDocument, source: Path) -> bytes:
-    return text(document.export_to_text())
+def plain_text(r: Rendition) -> bytes:
+    return text(r.document.export_to_text())
 
 
 @output_format("doctags", "doctags")
-def doctags(document: DoclingDocument, source: Path) -> bytes:
-    return text(document.export_to_doctags())
+def doctags(r: Rendition) -> bytes:
+    return text(r.document.export_to_doctags())
+
+
+@output_format("chunks", "chunks.jsonl")
+def chunks(r: Rendition) -> bytes:
+    from handlers.chunks import render_chunks  # loads transformers: only when asked for
+
+    return render_chunks(r)
 
 
 def output_path(output_dir: Path, rel: str, fmt: str) -> Path:
@@ -104,14 +120,10 @@ def output_path(output_dir: Path, rel: str, fmt: str) -> Path:
 
 
 def write_outputs(
-    document: DoclingDocument,
-    source: Path,
-    output_dir: Path,
-    rel: str,
-    formats: tuple[str, ...],
+    rendition: Rendition, output_dir: Path, rel: str, formats: tuple[str, ...]
 ) -> dict[str, str]:
-    """Write every requested format of `document` (converted from the private copy
-    `source`), all or none; returns format -> path relative to output_dir."""
+    """Write every requested format, all or none; returns format -> path relative to
+    output_dir."""
     try:
         paths = [output_path(output_dir, rel, fmt) for fmt in formats]
     except PathEscapes as exc:
@@ -120,7 +132,7 @@ def write_outputs(
             "Its outputs would be written outside the output folder, through a symbolic "
             "link in it; hotfolder never follows one. Remove the link from the output folder.",
         ) from exc
-    rendered = [FORMATS[fmt].render(document, source) for fmt in formats]
+    rendered = [FORMATS[fmt].render(rendition) for fmt in formats]
     files = list(zip(paths, rendered, strict=True))
     try:
         write_all_atomic(files)

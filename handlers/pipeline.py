@@ -31,7 +31,7 @@ from handlers.lifecycle import (
     start,
 )
 from handlers.markup import check_markup
-from handlers.outputs import check_name, write_outputs
+from handlers.outputs import Rendition, check_name, write_outputs
 from handlers.sidecar import TERMINAL, JobStatus
 from handlers.source import Snapshot, read_input
 
@@ -112,8 +112,9 @@ def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext, lease: Leas
         result = ctx.converter.convert(copy.path, on_pages, ctx.policy.max_pages)
         check_cancel(status, ctx)
         fence(lease, ctx.ledger, status)
+        rendition = Rendition(result.document, copy.path, status)
         status.outputs = write_outputs(
-            result.document, copy.path, ctx.ledger.output_dir, status.source, ctx.options.to
+            rendition, ctx.ledger.output_dir, status.source, ctx.options.to
         )
     except JobCancelled:
         return cancel(ctx.ledger, status)

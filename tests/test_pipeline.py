@@ -16,7 +16,7 @@ from handlers.errors import JobError
 from handlers.lease import FileLeases
 from handlers.ledger import Ledger
 from handlers.lifecycle import JobPolicy
-from handlers.outputs import FORMATS, output_format
+from handlers.outputs import FORMATS, Rendition, output_format
 from handlers.pipeline import JobContext, process_file
 from handlers.sidecar import JobStatus
 from tests.fakes import FailingConverter, SteppingConverter
@@ -147,8 +147,8 @@ def test_a_file_whose_lease_another_holds_is_left_alone(context: JobContext) -> 
 
 def test_a_registered_output_format_gets_the_private_copy(context: JobContext) -> None:
     @output_format("size", "size.txt")
-    def size(document: object, source: Path) -> bytes:
-        return f"{source.stat().st_size}\n".encode()
+    def size(rendition: Rendition) -> bytes:
+        return f"{rendition.source.stat().st_size}\n".encode()
 
     try:
         drop(context, "csv/table.csv", corpus("csv/csv-comma.csv"))

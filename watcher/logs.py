@@ -58,7 +58,8 @@ def configure_logging(config: LogConfig, process: str, stream: TextIO = sys.stdo
     root.setLevel(config.level.upper())
     # docling logs every document at INFO; keep its warnings, drop the chatter.
     # huey logs every task twice at INFO; the job.* events already say it once.
-    for noisy in ("docling", "docling_core", "docling_parse", "watchdog", "PIL", "huey"):
+    noisy_loggers = ("docling", "docling_core", "docling_parse", "watchdog", "PIL", "huey")
+    for noisy in (*noisy_loggers, "transformers"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     logging.getLogger("huey.consumer").setLevel(root.level)
     warnings.showwarning = log_warning

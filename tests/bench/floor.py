@@ -39,7 +39,7 @@ def meet(_: int) -> None:
 
 def convert(job: tuple[str, str]) -> tuple[float, bool]:
     """Convert one file and write its outputs; returns (CPU seconds, converted)."""
-    from handlers.outputs import FORMATS
+    from handlers.outputs import FORMATS, Rendition
 
     source, target = job
     started = time.process_time()
@@ -47,7 +47,8 @@ def convert(job: tuple[str, str]) -> tuple[float, bool]:
     ok = result.status.name in ("SUCCESS", "PARTIAL_SUCCESS")
     if ok:
         for fmt in ("md", "json"):
-            Path(f"{target}.{fmt}").write_bytes(FORMATS[fmt].render(result.document, Path(source)))
+            rendition = Rendition(result.document, Path(source))
+            Path(f"{target}.{fmt}").write_bytes(FORMATS[fmt].render(rendition))
     return time.process_time() - started, ok
 
 

@@ -94,6 +94,10 @@ def check_queue(settings: Settings) -> list[Check]:
 def check_backends(settings: Settings) -> list[Check]:
     results = [import_check("docling converter", ("docling.document_converter",))]
     results += [import_check(f"{fmt} backend", modules) for fmt, modules in BACKENDS.items()]
+    if "chunks" in settings.conversion.to:
+        chunker = ("docling_core.transforms.chunker.hierarchical_chunker",)
+        ok, what, _ = import_check("the chunks output (docling-core's chunking extra)", chunker)
+        results.append((ok, what, "pip install 'hotfolder[chunks]' in hotfolder's venv"))
     return results
 
 
