@@ -114,6 +114,13 @@ def chunks(r: Rendition) -> bytes:
     return render_chunks(r)
 
 
+@output_format("pdf", "pdf")
+def searchable_pdf(r: Rendition) -> bytes:
+    from handlers.searchable import render_pdf
+
+    return render_pdf(r)
+
+
 def output_path(output_dir: Path, rel: str, fmt: str) -> Path:
     """`report.pdf` -> `report.pdf.md`: the full name is kept so siblings never collide."""
     return safe_join(output_dir, f"{rel}.{FORMATS[fmt].extension}")

@@ -1,0 +1,104 @@
+"""The searchable `pdf` output through the daemon, on the corpus scans and photos: valid
+PDFs with the input's pages and images untouched, whose text is the Markdown's text."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pikepdf
+import pytest
+from PIL import Image, ImageSequence
+
+from tests.helpers import corpus
+from tests.test_ocr import pdf_of
+
+SCANS = [
+    "pdf/ocr_test.pdf",
+    "pdf/nemotron_multipage.pdf",  # pages turned by /Rotate 90, 180 and 270
+    "tif/2206.01062.tif",  # two frames
+    "jpg/qr_bill_example.jpg",
+    "png/example_image_01.png",
+    "webp/webp-test.webp",
+]
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "qpdf", "poppler-utils"], capture_output=True
+        )
+        found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed and could not be (Debian's qpdf, poppler-utils)")
+    return found
+
+
+def similarity(text: str, truth: str) -> float:
+    """2 x shared words / all words, over word multisets (reading order aside)."""
+    ours, theirs = (Counter(re.findall(r"\w+", t.lower())) for t in (text, truth))
+    total = sum(ours.values()) + sum(theirs.values())
+    return 2 * sum((ours & theirs).values()) / total if total else 1.0
+
+
+def images(path: Path) -> list[bytes]:
+    """The raw (still encoded) bytes of every image on every page, in order."""
+    with pikepdf.open(path) as pdf:
+        return [
+            image.read_raw_bytes() for page in pdf.pages for _, image in sorted(page.get_images().items())
+        ]
+
+
+def test_scans_become_searchable_pdfs_and_text_pdfs_stay_as_they_are(
+    make_daemon, tmp_path: Path
+) -> None:
+    qpdf, pdftotext = tool("qpdf"), tool("pdftotext")
+    daemon = make_daemon("run", config={"conversion": {"to": ["md", "pdf"]}})
+    hybrid = pdf_of(tmp_path / "hybrid.pdf", [("pdf/multi_page.pdf", 0), ("pdf/ocr_test.pdf", 0)])
+    for rel in [*SCANS, "pdf/multi_page.pdf"]:
+        target = daemon.input / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(corpus(rel), target)
+    shutil.copyfile(hybrid, daemon.input / "hybrid.pdf")
+    for rel in [*SCANS, "pdf/multi_page.pdf", "hybrid.pdf"]:
+        status = daemon.wait_terminal(rel, timeout=180)
+        assert status["state"] == "completed", (rel, status["error"])
+        made = daemon.output / f"{rel}.pdf"
+        assert status["outputs"]["pdf"] == f"{rel}.pdf"
+        checked = subprocess.run([qpdf, "--check", str(made)], capture_output=True, text=True)
+        assert checked.returncode in (0, 3), (rel, checked.stdout[-500:])  # 3: warnings only
+        with pikepdf.open(made) as pdf:
+            assert len(pdf.pages) == status["pages"], rel
+        text = subprocess.run([pdftotext, str(made), "-"], capture_output=True, text=True).stdout
+        markdown = (daemon.output / f"{rel}.md").read_text()
+        assert similarity(text, markdown) >= 0.9, (rel, round(similarity(text, markdown), 3))
+    # A born-digital PDF is written unchanged.
+    original = corpus("pdf/multi_page.pdf").read_bytes()
+    assert (daemon.output / "pdf/multi_page.pdf.pdf").read_bytes() == original
+    # PDF inputs: every page image byte for byte; the text page of the hybrid untouched.
+    for rel in ("pdf/ocr_test.pdf", "pdf/nemotron_multipage.pdf"):
+        assert images(daemon.output / f"{rel}.pdf") == images(corpus(rel)), rel
+    with pikepdf.open(hybrid) as before, pikepdf.open(daemon.output / "hybrid.pdf.pdf") as after:
+        assert after.pages[0].obj.Contents.read_bytes() == before.pages[0].obj.Contents.read_bytes()
+        assert len(after.pages[1].obj.Contents) == 3  # q, the scan's own stream, Q + layer
+    # Image inputs: a JPEG embedded as it came, other images with the same pixels.
+    jpeg = images(daemon.output / "jpg/qr_bill_example.jpg.pdf")
+    assert jpeg == [corpus("jpg/qr_bill_example.jpg").read_bytes()]
+    for rel in ("png/example_image_01.png", "tif/2206.01062.tif"):
+        with pikepdf.open(daemon.output / f"{rel}.pdf") as pdf:
+            embedded = [
+                pikepdf.PdfImage(image).as_pil_image()
+                for page in pdf.pages
+                for _, image in sorted(page.get_images().items())
+            ]
+        with Image.open(corpus(rel)) as source:
+            frames = [
+                frame.convert(shown.mode)
+                for frame, shown in zip(ImageSequence.Iterator(source), embedded, strict=True)
+            ]
+            assert [f.tobytes() for f in frames] == [e.tobytes() for e in embedded], rel
+    assert daemon.stop() == 0
