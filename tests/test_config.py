@@ -33,7 +33,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         ("[nonsense]\nx = 1\n", {}, "nonsense: unknown key"),
         ("[workers]\ncount = -2\n", {}, "workers.count"),
         ("[watch]\nobserver = 'magic'\n", {}, "watch.observer"),
-        ("[conversion]\nto = ['pdf']\n", {}, "conversion.to"),
+        ("[conversion]\nto = ['pptx']\n", {}, "conversion.to"),
         ("[paths\n", {}, "not valid TOML"),
         ("", {"HOTFOLDER_WORKERS__COUNT": "many"}, "workers.count"),
         ("[paths]\ninput = 'same'\noutput = 'same'\n", {}, "same folder"),

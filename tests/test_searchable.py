@@ -49,7 +49,9 @@ def images(path: Path) -> list[bytes]:
     """The raw (still encoded) bytes of every image on every page, in order."""
     with pikepdf.open(path) as pdf:
         return [
-            image.read_raw_bytes() for page in pdf.pages for _, image in sorted(page.get_images().items())
+            image.read_raw_bytes()
+            for page in pdf.pages
+            for _, image in sorted(page.get_images().items())
         ]
 
 
