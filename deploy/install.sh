@@ -113,6 +113,19 @@ memory_max() {
     awk '/^MemTotal:/ { printf "%dM\n", $2 * 0.8 / 1024 }' /proc/meminfo
 }
 
+drop_in() {
+    # drop_in UNIT NAME yes|no: install deploy/hotfolder-NAME.conf as UNIT.d/NAME.conf, or
+    # remove it (and the folder, once empty).
+    local unit=$1 name=$2 wanted=$3
+    if [[ $wanted == yes ]]; then
+        mkdir -p "$ROOT$UNIT_DIR/$unit.d"
+        install -m 0644 "$SOURCE/deploy/hotfolder-$name.conf" "$ROOT$UNIT_DIR/$unit.d/$name.conf"
+    else
+        rm -f "$ROOT$UNIT_DIR/$unit.d/$name.conf"
+        rmdir "$ROOT$UNIT_DIR/$unit.d" 2>/dev/null || true
+    fi
+}
+
 install_units() {
     local folders state unit read_write backend network
     mapfile -t folders < <(configured_folders)
@@ -131,24 +144,12 @@ install_units() {
         mv "$ROOT$UNIT_DIR/$unit.new" "$ROOT$UNIT_DIR/$unit"
     done
     # The Redis queue needs the network; the SQLite one does not.
-    for unit in hotfolder-watch.service hotfolder-work.service; do
-        if [[ $backend == redis ]]; then
-            mkdir -p "$ROOT$UNIT_DIR/$unit.d"
-            install -m 0644 "$SOURCE/deploy/hotfolder-redis.conf" "$ROOT$UNIT_DIR/$unit.d/redis.conf"
-        else
-            rm -f "$ROOT$UNIT_DIR/$unit.d/redis.conf"
-            rmdir "$ROOT$UNIT_DIR/$unit.d" 2>/dev/null || true
-        fi
-    done
+    local redis=no
+    if [[ $backend == redis ]]; then redis=yes; fi
+    drop_in hotfolder-watch.service redis "$redis"
+    drop_in hotfolder-work.service redis "$redis"
     # Webhooks and a metrics endpoint: the watcher needs the network too.
-    unit=hotfolder-watch.service
-    if [[ $network == yes ]]; then
-        mkdir -p "$ROOT$UNIT_DIR/$unit.d"
-        install -m 0644 "$SOURCE/deploy/hotfolder-hooks.conf" "$ROOT$UNIT_DIR/$unit.d/hooks.conf"
-    else
-        rm -f "$ROOT$UNIT_DIR/$unit.d/hooks.conf"
-        rmdir "$ROOT$UNIT_DIR/$unit.d" 2>/dev/null || true
-    fi
+    drop_in hotfolder-watch.service hooks "$network"
     # Folders configured outside DATA_DIR must exist for the units' ReadWritePaths=.
     for folder in "${folders[@]}"; do
         mkdir -p "$ROOT$folder"
