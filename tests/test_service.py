@@ -86,6 +86,14 @@ def test_installer_stages_the_same_tree_twice_with_units_systemd_accepts(tmp_pat
         drop_in = (stage / UNIT_DIR / f"{unit}.d" / "redis.conf").read_text()
         assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" in drop_in
 
+    # A webhook: the watcher alone gets the network, through its own drop-in.
+    webhook = 'webhook = [{ url = "http://127.0.0.1:8080/hotfolder" }]'
+    assert "\nwebhook = []\n" in config
+    config_file.write_text(config.replace("\nwebhook = []\n", f"\n{webhook}\n"))
+    assert install(stage).returncode == 0
+    assert sorted(p.name for p in (stage / UNIT_DIR).glob("*.d/*.conf")) == ["hooks.conf"]
+    assert (stage / UNIT_DIR / "hotfolder-watch.service.d" / "hooks.conf").is_file()
+
     root = add_systemd_units(stage)  # after the comparison: it changes the tree
     for unit in (*SERVICES, "hotfolder.target"):
         checked = subprocess.run(
