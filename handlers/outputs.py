@@ -55,7 +55,7 @@ class Rendition:
     job: JobStatus | None = None
 
 
-Renderer = Callable[[Rendition], bytes]
+Renderer = Callable[[Rendition], "bytes | None"]  # None: not for this input
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def chunks(r: Rendition) -> bytes:
 
 
 @output_format("pdf", "pdf")
-def searchable_pdf(r: Rendition) -> bytes:
+def searchable_pdf(r: Rendition) -> bytes | None:
     from handlers.searchable import render_pdf
 
     return render_pdf(r)
@@ -140,7 +140,8 @@ def write_outputs(
             "link in it; hotfolder never follows one. Remove the link from the output folder.",
         ) from exc
     rendered = [FORMATS[fmt].render(rendition) for fmt in formats]
-    files = list(zip(paths, rendered, strict=True))
+    written = [(fmt, path, data) for fmt, path, data in zip(formats, paths, rendered, strict=True)]
+    files = [(path, data) for _, path, data in written if data is not None]
     try:
         write_all_atomic(files)
     except OSError as exc:
@@ -157,7 +158,8 @@ def write_outputs(
         ) from exc
     return {
         fmt: path.relative_to(output_dir).as_posix()
-        for fmt, path in zip(formats, paths, strict=True)
+        for fmt, path, data in written
+        if data is not None
     }
 
 

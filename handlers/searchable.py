@@ -26,7 +26,8 @@ FONT = "/HotfolderOcr"
 EM = 0.5  # Helvetica's average glyph width, in em: the layer is stretched to each box
 
 
-def render_pdf(rendition: Rendition) -> bytes:
+def render_pdf(rendition: Rendition) -> bytes | None:
+    """The searchable PDF, or None for an input that is neither a PDF nor an image."""
     try:
         import pikepdf
     except ImportError as exc:
@@ -38,6 +39,8 @@ def render_pdf(rendition: Rendition) -> bytes:
         bare = pages_without_text(data)
         if not bare:
             return data  # born digital: the original, byte for byte
+    elif not is_image(source):
+        return None  # a DOCX, an HTML page...: it has no pages to keep
     else:
         pdf, bare = image_pdf(source, document), set(range(1, len(document.pages) + 1))
     for number in sorted(bare):
@@ -45,6 +48,17 @@ def render_pdf(rendition: Rendition) -> bytes:
     out = io.BytesIO()
     pdf.save(out, stream_decode_level=pikepdf.StreamDecodeLevel.none)
     return out.getvalue()
+
+
+def is_image(path: Path) -> bool:
+    """Whether Pillow reads `path` as an image (from its header; nothing is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError):
+        return False
 
 
 def pages_without_text(data: bytes) -> set[int]:

@@ -66,6 +66,7 @@ def test_scans_become_searchable_pdfs_and_text_pdfs_stay_as_they_are(
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(corpus(rel), target)
     shutil.copyfile(hybrid, daemon.input / "hybrid.pdf")
+    shutil.copyfile(corpus("docx/word_sample.docx"), daemon.input / "w.docx")
     for rel in [*SCANS, "pdf/multi_page.pdf", "hybrid.pdf"]:
         status = daemon.wait_terminal(rel, timeout=180)
         assert status["state"] == "completed", (rel, status["error"])
@@ -78,6 +79,10 @@ def test_scans_become_searchable_pdfs_and_text_pdfs_stay_as_they_are(
         text = subprocess.run([pdftotext, str(made), "-"], capture_output=True, text=True).stdout
         markdown = (daemon.output / f"{rel}.md").read_text()
         assert similarity(text, markdown) >= 0.9, (rel, round(similarity(text, markdown), 3))
+    # A document without pages of its own (a DOCX) gets no PDF, and converts as ever.
+    word = daemon.wait_terminal("w.docx")
+    assert word["state"] == "completed" and set(word["outputs"]) == {"md"}, word
+    assert not (daemon.output / "w.docx.pdf").exists()
     # A born-digital PDF is written unchanged.
     original = corpus("pdf/multi_page.pdf").read_bytes()
     assert (daemon.output / "pdf/multi_page.pdf.pdf").read_bytes() == original

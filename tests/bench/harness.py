@@ -9,6 +9,10 @@ Sections (each a function below; `--only` picks some):
             and cold) and the `docling` CLI
   overhead  tiny files through one worker: CPU per job beyond the floor's, jobs/s, syscalls
             per job (strace), and one worker's RSS over the run
+  hooks     CPU per job of the whole daemon with hooks and metrics off, with a webhook and
+            the metrics text file, and with a command hook
+  formats   ms per page to render each output format (md, json, ..., chunks, pdf) from a
+            converted born-digital PDF, scanned PDF and DOCX
   latency   drop-to-completed on a daemon idle for a minute, settle subtracted; idle CPU
   burst     10,000 tiny files at once: intake and completion rates, watcher peak RSS, lost
             and duplicated
@@ -378,6 +382,33 @@ def hooks(tmp: Path, quick: bool, reps: int) -> dict:
     return {"files": count, "cpu_per_job_ms": medians, "runs": cpu}
 
 
+FORMAT_DOCS = ["pdf/redp5110_sampled.pdf", "pdf/nemotron_multipage.pdf", "docx/word_sample.docx"]
+
+
+def formats(tmp: Path, quick: bool, reps: int) -> dict:
+    """What each output format costs, per page, rendered from a document already converted
+    (in this process, one converter): a born-digital PDF, a scanned one, a DOCX."""
+    from handlers.converter import ConversionOptions, DoclingConverter
+    from handlers.outputs import FORMATS, Rendition
+    from handlers.sidecar import new_status
+
+    converter = DoclingConverter(ConversionOptions())
+    per_page: dict[str, dict[str, float]] = {}
+    for rel in FORMAT_DOCS:
+        source = corpus(rel)
+        result = converter.convert(source, lambda done, total: None)
+        rendition = Rendition(result.document, source, new_status(rel, "bench", "", 0, 0))
+        pages = max(result.pages, 1)
+        for name, output in FORMATS.items():
+            seconds = []
+            for _ in range(max(reps, 3)):
+                began = time.perf_counter()
+                output.render(rendition)
+                seconds.append(time.perf_counter() - began)
+            per_page.setdefault(name, {})[rel] = statistics.median(seconds) / pages * 1000
+    return {"docs": FORMAT_DOCS, "ms_per_page": per_page}
+
+
 class Receiver:
     """A local HTTP server that answers every POST with 200, for the webhook runs."""
 
@@ -532,7 +563,7 @@ def cli(tmp: Path, quick: bool, reps: int) -> dict:
 
 
 SECTIONS: dict[str, Callable[[Path, bool, int], dict]] = {
-    f.__name__: f for f in (batch, overhead, hooks, latency, burst, ocr, cli)
+    f.__name__: f for f in (batch, overhead, hooks, formats, latency, burst, ocr, cli)
 }
 
 

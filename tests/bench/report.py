@@ -116,6 +116,20 @@ def hooks(s: dict) -> list[str]:
     )
 
 
+def formats(s: dict) -> list[str]:
+    docs = s["docs"]
+    rows = [
+        [f"`{name}`", *(f"{cost[doc]:.2f}" for doc in docs)]
+        for name, cost in s["ms_per_page"].items()
+    ]
+    return table(
+        "**Output formats**: ms per page to render each format from a converted document"
+        " (medians of 3 renders).",
+        ["format", *(f"`{Path(doc).name}`" for doc in docs)],
+        rows,
+    )
+
+
 def latency(s: dict) -> list[str]:
     w = s["beyond_settle_s"]
     return [
@@ -197,7 +211,7 @@ def memory(sections: dict) -> list[str]:
     return lines
 
 
-RENDERERS = {f.__name__: f for f in (batch, overhead, hooks, latency, burst, ocr, cli)}
+RENDERERS = {f.__name__: f for f in (batch, overhead, hooks, formats, latency, burst, ocr, cli)}
 
 
 def panels(results: dict) -> list[tuple[str, list[tuple[str, float]], str]]:
