@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from handlers.errors import JobError
 
 if TYPE_CHECKING:
+    from docling_core.transforms.chunker.base import BaseChunker
     from docling_core.types.doc.document import DoclingDocument
 
     from handlers.outputs import Rendition
@@ -30,7 +33,10 @@ def render_chunks(rendition: Rendition) -> bytes:
         raise JobError("missing_dependency", f"{MISSING} ({exc})") from exc
     job = rendition.job
     document = rendition.document
-    chunker = HierarchicalChunker(serializer_provider=markdown_tables())
+    options = rendition.options
+    chunker: BaseChunker = HierarchicalChunker(serializer_provider=markdown_tables())
+    if options is not None and options.chunker == "hybrid":
+        chunker = hybrid(options.chunk_tokenizer, options.chunk_max_tokens)
     lines = []
     for n, base in enumerate(chunker.chunk(dl_doc=document)):
         chunk = cast(DocChunk, base)  # what HierarchicalChunker yields
@@ -53,7 +59,38 @@ def render_chunks(rendition: Rendition) -> bytes:
     return ("\n".join(lines) + "\n" if lines else "").encode("utf-8", "surrogateescape")
 
 
-def markdown_tables() -> object:
+def hybrid(folder: str, max_tokens: int) -> BaseChunker:
+    """docling's HybridChunker: oversize chunks split and small neighbours merged, counted
+    in the tokens of the tokenizer in `folder` (read from disk, never downloaded)."""
+    from docling_core.transforms.chunker.hybrid_chunker import HybridChunker
+    from docling_core.transforms.chunker.tokenizer.huggingface import HuggingFaceTokenizer
+
+    return HybridChunker(
+        tokenizer=HuggingFaceTokenizer(tokenizer=load_tokenizer(folder), max_tokens=max_tokens),
+        serializer_provider=markdown_tables(),
+    )
+
+
+@cache
+def load_tokenizer(folder: str) -> Any:
+    """The tokenizer files in `folder` (once per worker); missing, a clear failure."""
+    from transformers import AutoTokenizer
+
+    where = folder or "(conversion.chunk_tokenizer is not set)"
+    try:
+        if not folder or not Path(folder).is_dir():
+            raise OSError(f"no folder {where}")
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise JobError(
+            "models_missing",
+            f"The hybrid chunker needs a tokenizer in conversion.chunk_tokenizer ({where}): "
+            "put the tokenizer files of your embedding model there (tokenizer.json and "
+            f"tokenizer_config.json); nothing is downloaded. ({exc})",
+        ) from None
+
+
+def markdown_tables() -> Any:
     """docling's chunking serializer, with tables as Markdown (as in the `.md` output)
     instead of "row, column = value" triplets, which drop what a rich cell holds."""
     from docling_core.transforms.chunker.hierarchical_chunker import (

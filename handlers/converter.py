@@ -35,6 +35,9 @@ class ConversionOptions:
     document_timeout: float = 0.0
     progress_interval: float = 1.0
     ocr: OcrOptions = OcrOptions()
+    chunker: str = "hierarchical"  # or "hybrid": split and merged to chunk_max_tokens
+    chunk_tokenizer: str = ""  # a folder with the hybrid chunker's tokenizer files
+    chunk_max_tokens: int = 512
 
 
 @dataclass

@@ -23,6 +23,8 @@ from handlers.sidecar import SUFFIX, JobStatus
 if TYPE_CHECKING:
     from docling_core.types.doc.document import DoclingDocument
 
+    from handlers.converter import ConversionOptions
+
 NAME_MAX = 255  # bytes in one file name, on every common Linux file system
 # A file where a folder is needed, a folder where a file is, a path too long.
 MISPLACED = frozenset({errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG})
@@ -53,6 +55,7 @@ class Rendition:
     document: DoclingDocument
     source: Path
     job: JobStatus | None = None
+    options: ConversionOptions | None = None
 
 
 Renderer = Callable[[Rendition], "bytes | None"]  # None: not for this input

@@ -103,6 +103,9 @@ class ConversionConfig(Section):
     ocr_language: str = "en"
     ocr_models: str = ""
     ocr_threads: int = Field(0, ge=0)
+    chunker: Literal["hierarchical", "hybrid"] = "hierarchical"
+    chunk_tokenizer: str = ""
+    chunk_max_tokens: int = Field(512, ge=16, le=100_000)
 
     @field_validator("to")
     @classmethod
@@ -130,6 +133,9 @@ class ConversionConfig(Section):
             document_timeout=self.document_timeout,
             progress_interval=self.progress_interval,
             ocr=ocr,
+            chunker=self.chunker,
+            chunk_tokenizer=self.chunk_tokenizer,
+            chunk_max_tokens=self.chunk_max_tokens,
         )
 
 
@@ -360,6 +366,9 @@ def anchor_paths(settings: Settings, config_file: Path) -> Settings:
             web.secret_file = (base / web.secret_file).resolve()
     if settings.metrics.textfile:
         settings.metrics.textfile = str((base / settings.metrics.textfile).resolve())
+    if settings.conversion.chunk_tokenizer:
+        tokenizer = (base / settings.conversion.chunk_tokenizer).resolve()
+        settings.conversion.chunk_tokenizer = str(tokenizer)
     if settings.conversion.ocr_models:
         settings.conversion.ocr_models = str((base / settings.conversion.ocr_models).resolve())
     return settings

@@ -98,7 +98,20 @@ def check_backends(settings: Settings) -> list[Check]:
         chunker = ("docling_core.transforms.chunker.hierarchical_chunker",)
         ok, what, _ = import_check("the chunks output (docling-core's chunking extra)", chunker)
         results.append((ok, what, "pip install 'hotfolder[chunks]' in hotfolder's venv"))
+        if ok and settings.conversion.chunker == "hybrid":
+            results.append(check_tokenizer(settings.conversion.chunk_tokenizer))
     return results
+
+
+def check_tokenizer(folder: str) -> Check:
+    from handlers.chunks import load_tokenizer
+    from handlers.errors import JobError
+
+    try:
+        load_tokenizer(folder)
+    except JobError as exc:
+        return (False, f"the hybrid chunker's tokenizer loads ({exc.message})", "")
+    return (True, f"the hybrid chunker's tokenizer loads ({folder})", "")
 
 
 def import_check(what: str, modules: tuple[str, ...]) -> Check:
