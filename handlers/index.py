@@ -164,6 +164,21 @@ class JobIndex:
         with self.connect() as db:
             return dict(db.execute("select state, count(*) from jobs group by state"))
 
+    def oldest_pending(self) -> str | None:
+        """When the oldest job still waiting was created (None: none waits)."""
+        with self.connect() as db:
+            row = db.execute("select min(created_at) from jobs where state = 'pending'")
+            oldest: str | None = row.fetchone()[0]
+        return oldest
+
+    def deliveries(self) -> dict[str, int]:
+        """Hook deliveries on record, by state (pending, delivered, given_up)."""
+        states = ("pending", "delivered", "given_up")
+        sums = ", ".join(f"coalesce(sum(hooks_{state}), 0)" for state in states)
+        with self.connect() as db:
+            row = db.execute(f"select {sums} from jobs").fetchone()
+        return dict(zip(states, row, strict=True))
+
     def updated(self) -> dict[bytes, str]:
         """source_key -> updated_at of every indexed job."""
         with self.connect() as db:

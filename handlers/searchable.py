@@ -42,7 +42,7 @@ def render_pdf(rendition: Rendition) -> bytes | None:
     elif not is_image(source):
         return None  # a DOCX, an HTML page...: it has no pages to keep
     else:
-        pdf, bare = image_pdf(source, document), set(range(1, len(document.pages) + 1))
+        pdf, bare = image_pdf(data, document), set(range(1, len(document.pages) + 1))
     for number in sorted(bare):
         add_text_layer(pdf, pdf.pages[number - 1], lines_on(document, number))
     out = io.BytesIO()
@@ -77,20 +77,20 @@ def pages_without_text(data: bytes) -> set[int]:
         document.close()
 
 
-def image_pdf(source: Path, document: DoclingDocument) -> pikepdf.Pdf:
+def image_pdf(data: bytes, document: DoclingDocument) -> pikepdf.Pdf:
     """One page per image frame, the size docling gave the page, the image drawn over it."""
     import pikepdf
     from PIL import Image, ImageSequence
 
     pdf = pikepdf.new()
-    with Image.open(source) as image:
+    with Image.open(io.BytesIO(data)) as image:
         frames = [frame.copy() for frame in ImageSequence.Iterator(image)]  # one object
         jpeg = image.format == "JPEG" and len(frames) == 1
         for number, frame in enumerate(frames, 1):
             size = document.pages[number].size if number in document.pages else None
             width = size.width if size else frame.width
             height = size.height if size else frame.height
-            xobject = jpeg_image(pdf, source, frame) if jpeg else lossless_image(pdf, frame)
+            xobject = jpeg_image(pdf, data, frame) if jpeg else lossless_image(pdf, frame)
             draw = f"q {width:.4f} 0 0 {height:.4f} 0 0 cm /Im0 Do Q".encode()
             page = pikepdf.Dictionary(
                 Type=pikepdf.Name.Page,
@@ -102,14 +102,14 @@ def image_pdf(source: Path, document: DoclingDocument) -> pikepdf.Pdf:
     return pdf
 
 
-def jpeg_image(pdf: pikepdf.Pdf, source: Path, frame: object) -> pikepdf.Stream:
+def jpeg_image(pdf: pikepdf.Pdf, data: bytes, frame: object) -> pikepdf.Stream:
     import pikepdf
 
     spaces = {"L": "/DeviceGray", "RGB": "/DeviceRGB", "CMYK": "/DeviceCMYK"}
     mode = frame.mode  # type: ignore[attr-defined]
     return pikepdf.Stream(
         pdf,
-        source.read_bytes(),  # the JPEG as it came: no re-encoding
+        data,  # the JPEG as it came: no re-encoding
         Type=pikepdf.Name.XObject,
         Subtype=pikepdf.Name.Image,
         Width=frame.width,  # type: ignore[attr-defined]

@@ -25,15 +25,10 @@ def collect(services: Services) -> dict[str, object]:
             "select count(*) from jobs where finished_at >= ? and state = 'completed'",
             (now_iso(-RATE_WINDOW_MIN * 60),),
         ).fetchone()[0]
-        oldest = db.execute("select min(created_at) from jobs where state = 'pending'").fetchone()[
-            0
-        ]
         running = db.execute(
             f"select {', '.join(RUNNING)} from jobs where state = 'processing' order by started_at"
         ).fetchall()
-        hooks = db.execute(
-            "select coalesce(sum(hooks_pending), 0), coalesce(sum(hooks_given_up), 0) from jobs"
-        ).fetchone()
+    oldest, deliveries = index.oldest_pending(), index.deliveries()
     depth: int | None
     scheduled: int | None
     queue_error: str | None
@@ -54,7 +49,7 @@ def collect(services: Services) -> dict[str, object]:
         "workers": read_heartbeat(settings.state_dir, "work"),
         "watcher": read_heartbeat(settings.state_dir, "watch"),
         "processing": [dict(zip(RUNNING, row, strict=True)) for row in running],
-        "hook_deliveries": {"pending": hooks[0], "given_up": hooks[1]},
+        "hook_deliveries": {state: deliveries[state] for state in ("pending", "given_up")},
         "hosts": backend.alive_hosts() if queue_error is None else [],
         "input": str(settings.input_dir),
         "output": str(settings.output_dir),

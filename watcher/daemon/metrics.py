@@ -5,6 +5,7 @@ process memory, so the totals survive restarts (a `purge` lowers them, as a rese
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -37,11 +38,13 @@ class IndexCollector:
         self.services = services
 
     def collect(self) -> Iterator[Metric]:
-        with self.services.index.connect() as db:
-            yield self.jobs(db)
+        index = self.services.index
+        yield self.jobs(index.counts())
+        with index.connect() as db:
             yield from self.finished(db)
-            yield self.oldest(db)
-            yield self.hooks(db)
+            yield self.durations(db)
+        yield self.oldest(index.oldest_pending())
+        yield self.hooks(index.deliveries())
         yield from self.queue()
         yield self.workers()
         info = GaugeMetricFamily(
@@ -50,16 +53,15 @@ class IndexCollector:
         info.add_metric([version("hotfolder"), DOCLING_VERSION], 1)
         yield info
 
-    def jobs(self, db: object) -> Metric:
-        counts = dict(db.execute("select state, count(*) from jobs group by state"))  # type: ignore[attr-defined]
+    def jobs(self, counts: dict[str, int]) -> Metric:
         family = GaugeMetricFamily("hotfolder_jobs", "Jobs by state", labels=["state"])
         for state in STATES:
             family.add_metric([state], counts.get(state, 0))
         return family
 
-    def finished(self, db: object) -> Iterator[Metric]:
+    def finished(self, db: sqlite3.Connection) -> Iterator[Metric]:
         marks = ", ".join("?" * len(TERMINAL))
-        rows = db.execute(  # type: ignore[attr-defined]
+        rows = db.execute(
             "select state, coalesce(error_type, ''), coalesce(input_format, ''), count(*),"
             f" coalesce(sum(pages), 0) from jobs where state in ({marks}) group by 1, 2, 3",
             sorted(TERMINAL),
@@ -77,53 +79,36 @@ class IndexCollector:
         pages.add_metric([], converted)
         yield total
         yield pages
-        yield self.durations(db)
 
-    def durations(self, db: object) -> Metric:
+    def durations(self, db: sqlite3.Connection) -> Metric:
+        """One query: per input format, how many completed jobs took at most each bound."""
         family = HistogramMetricFamily(
             "hotfolder_job_duration_seconds",
             "Conversion time of completed jobs",
             labels=["input_format"],
         )
-        formats = db.execute(  # type: ignore[attr-defined]
-            "select distinct coalesce(input_format, '') from jobs where state = 'completed'"
+        below = ", ".join(f"sum(duration_s <= {float(bound)!r})" for bound in BUCKETS)
+        rows = db.execute(
+            f"select coalesce(input_format, ''), count(*), coalesce(sum(duration_s), 0), {below}"
+            " from jobs where state = 'completed' group by 1"
         ).fetchall()
-        for (input_format,) in formats:
-            where = "state = 'completed' and coalesce(input_format, '') = ?"
-            count, total = db.execute(  # type: ignore[attr-defined]
-                f"select count(*), coalesce(sum(duration_s), 0) from jobs where {where}",
-                (input_format,),
-            ).fetchone()
-            buckets = []
-            for bound in BUCKETS:
-                below = db.execute(  # type: ignore[attr-defined]
-                    f"select count(*) from jobs where {where} and duration_s <= ?",
-                    (input_format, bound),
-                ).fetchone()[0]
-                buckets.append((str(float(bound)), below))
-            buckets.append(("+Inf", count))
-            family.add_metric([input_format], buckets, total)
+        for input_format, count, total, *counts in rows:
+            buckets = [(str(float(b)), n or 0) for b, n in zip(BUCKETS, counts, strict=True)]
+            family.add_metric([input_format], [*buckets, ("+Inf", count)], total)
         return family
 
-    def oldest(self, db: object) -> Metric:
-        oldest = db.execute(  # type: ignore[attr-defined]
-            "select min(created_at) from jobs where state = 'pending'"
-        ).fetchone()[0]
+    def oldest(self, created_at: str | None) -> Metric:
         family = GaugeMetricFamily(
             "hotfolder_oldest_pending_age_seconds", "Age of the oldest pending job (0: none)"
         )
-        family.add_metric([], age_of(oldest) or 0.0)
+        family.add_metric([], age_of(created_at) or 0.0)
         return family
 
-    def hooks(self, db: object) -> Metric:
-        row = db.execute(  # type: ignore[attr-defined]
-            "select coalesce(sum(hooks_pending), 0), coalesce(sum(hooks_delivered), 0),"
-            " coalesce(sum(hooks_given_up), 0) from jobs"
-        ).fetchone()
+    def hooks(self, deliveries: dict[str, int]) -> Metric:
         family = GaugeMetricFamily(
             "hotfolder_hook_deliveries", "Hook deliveries on record, by state", labels=["state"]
         )
-        for state, count in zip(("pending", "delivered", "given_up"), row, strict=True):
+        for state, count in deliveries.items():
             family.add_metric([state], count)
         return family
 
