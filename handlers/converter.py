@@ -49,6 +49,7 @@ class Conversion:
     pages: int = 0
     warnings: list[str] = field(default_factory=list)
     partial: bool = False
+    turns: dict[int, int] = field(default_factory=dict)  # page -> how its OCR'd text lies
 
 
 class Converter(Protocol):
@@ -65,6 +66,8 @@ class DoclingConverter:
         self.docling = build_converter(options)
 
     def convert(self, source: Path, on_pages: Progress, max_pages: int = 0) -> Conversion:
+        from handlers.ocr.pipeline import text_turns
+
         result = convert(self.docling, source, on_pages, max_pages, self.options.ocr.mode)
         return Conversion(
             document=result.document,
@@ -72,6 +75,7 @@ class DoclingConverter:
             pages=len(result.document.pages),
             warnings=warnings_of(result),
             partial=is_partial(result),
+            turns=text_turns(result),
         )
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +56,7 @@ class Rendition:
     source: Path
     job: JobStatus | None = None
     options: ConversionOptions | None = None
+    turns: Mapping[int, int] = field(default_factory=dict)  # page -> quarter turns clockwise
 
 
 Renderer = Callable[[Rendition], "bytes | None"]  # None: not for this input

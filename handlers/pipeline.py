@@ -112,7 +112,7 @@ def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext, lease: Leas
         result = ctx.converter.convert(copy.path, on_pages, ctx.policy.max_pages)
         check_cancel(status, ctx)
         fence(lease, ctx.ledger, status)
-        rendition = Rendition(result.document, copy.path, status, ctx.options)
+        rendition = Rendition(result.document, copy.path, status, ctx.options, result.turns)
         status.outputs = write_outputs(
             rendition, ctx.ledger.output_dir, status.source, ctx.options.to
         )

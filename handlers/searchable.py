@@ -10,6 +10,7 @@ import io
 import math
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,13 +18,14 @@ from handlers.errors import JobError
 
 if TYPE_CHECKING:
     import pikepdf
+    from docling_core.types.doc.base import BoundingBox
     from docling_core.types.doc.document import DoclingDocument
 
     from handlers.outputs import Rendition
 
 STAMP_CHARS = 32  # a page with fewer characters of its own text than this gets a layer
 FONT = "/HotfolderOcr"
-EM = 0.5  # Helvetica's average glyph width, in em: the layer is stretched to each box
+EM = 0.5  # every glyph's width in the layer's font, in em: each line is stretched to its box
 
 
 def render_pdf(rendition: Rendition) -> bytes | None:
@@ -44,7 +46,8 @@ def render_pdf(rendition: Rendition) -> bytes | None:
     else:
         pdf, bare = image_pdf(data, document), set(range(1, len(document.pages) + 1))
     for number in sorted(bare):
-        add_text_layer(pdf, pdf.pages[number - 1], lines_on(document, number))
+        turns = rendition.turns.get(number, 0)
+        add_text_layer(pdf, pdf.pages[number - 1], lines_on(document, number, turns))
     out = io.BytesIO()
     pdf.save(out, stream_decode_level=pikepdf.StreamDecodeLevel.none)
     return out.getvalue()
@@ -155,25 +158,95 @@ def flate_image(pdf: pikepdf.Pdf, picture: object, space: str) -> pikepdf.Stream
     )
 
 
-Line = tuple[str, float, float, float, float]  # text, left, baseline, width, size (display)
+Box = tuple[float, float, float, float]  # left, bottom, right, top: displayed, origin bottom-left
+Matrix = tuple[float, float, float, float, float, float]
 
 
-def lines_on(document: DoclingDocument, number: int) -> Iterator[Line]:
-    """The text docling found on page `number`, as lines in the page's displayed space
-    (origin bottom-left): a box's text is spread over as many lines as would fill it."""
+@dataclass(frozen=True)
+class Line:
+    """One line of the layer: its text, its box on the displayed page, and the quarter
+    turns clockwise it lies at (1: read from top to bottom)."""
+
+    text: str
+    box: Box
+    turns: int = 0
+
+
+def lines_on(document: DoclingDocument, number: int, turns: int = 0) -> Iterator[Line]:
+    """The text docling found on page `number`, line by line. An OCR'd paragraph has a
+    provenance per line; any other text box is spread over as many lines as would fill it."""
+    height = document.pages[number].size.height
     for item in document.texts:
-        for prov in item.prov:
-            if prov.page_no != number or not item.text.strip():
-                continue
-            box = prov.bbox.to_bottom_left_origin(document.pages[number].size.height)
-            width, height = box.r - box.l, box.t - box.b
-            if width <= 0 or height <= 0:
-                continue
-            words = item.text.split()
-            count = max(1, min(len(words), round(math.sqrt(EM * len(item.text) * height / width))))
-            step = height / count
-            for k, chunk in enumerate(split_evenly(words, count)):
-                yield chunk, box.l, box.t - (k + 1) * step + 0.2 * step, width, step * 0.8
+        provenance = [prov for prov in item.prov if prov.page_no == number]
+        if len(item.prov) > 1:  # one per line, each with its span of the text
+            for prov in provenance:
+                text = item.text[prov.charspan[0] : prov.charspan[1]].strip()
+                if text:
+                    yield Line(text, displayed(prov.bbox, height), turns)
+        for prov in provenance if len(item.prov) == 1 and item.text.strip() else ():
+            yield from spread(item.text.split(), displayed(prov.bbox, height), turns)
+
+
+def displayed(bbox: BoundingBox, height: float) -> Box:
+    box = bbox.to_bottom_left_origin(height)
+    return (box.l, box.b, box.r, box.t)
+
+
+def spread(words: list[str], box: Box, turns: int) -> Iterator[Line]:
+    """`words` in the lines that would fill `box` in text of its own proportions, the first
+    line on the side the text's top faces."""
+    length, thickness = extent(box, turns)
+    if length <= 0 or thickness <= 0:
+        return
+    chars = sum(len(word) + 1 for word in words)
+    count = max(1, min(len(words), round(math.sqrt(EM * chars * thickness / length))))
+    left, bottom, right, top = box
+    for k, text in enumerate(split_evenly(words, count)):
+        near, far = k / count, (k + 1) / count  # from the top of the text
+        if turns % 4 == 0:
+            band = (left, top - far * (top - bottom), right, top - near * (top - bottom))
+        elif turns % 4 == 1:
+            band = (right - far * (right - left), bottom, right - near * (right - left), top)
+        elif turns % 4 == 2:
+            band = (left, bottom + near * (top - bottom), right, bottom + far * (top - bottom))
+        else:
+            band = (left + near * (right - left), bottom, left + far * (right - left), top)
+        yield Line(text, band, turns)
+
+
+def extent(box: Box, turns: int) -> tuple[float, float]:
+    """A line box's length along its text and its thickness across it."""
+    width, height = box[2] - box[0], box[3] - box[1]
+    return (height, width) if turns % 2 else (width, height)
+
+
+def line_matrix(line: Line) -> tuple[Matrix, float, float]:
+    """The text matrix that writes `line` along its box on the displayed page, the font
+    size, and the line's length: the baseline a fifth of the box above its bottom edge."""
+    length, thickness = extent(line.box, line.turns)
+    left, bottom, right, top = line.box
+    rise = 0.2 * thickness
+    matrix: Matrix = {
+        0: (1, 0, 0, 1, left, bottom + rise),
+        1: (0, -1, 1, 0, left + rise, top),
+        2: (-1, 0, 0, -1, right, top - rise),
+        3: (0, 1, -1, 0, right - rise, bottom),
+    }[line.turns % 4]
+    return matrix, 0.8 * thickness, length
+
+
+def times(m: Matrix, n: Matrix) -> Matrix:
+    """The PDF matrix product m x n: first m, then n."""
+    a, b, c, d, e, f = m
+    p, q, r, s, t, u = n
+    return (
+        a * p + b * r,
+        a * q + b * s,
+        c * p + d * r,
+        c * q + d * s,
+        e * p + f * r + t,
+        e * q + f * s + u,
+    )
 
 
 def split_evenly(words: list[str], count: int) -> list[str]:
@@ -199,16 +272,17 @@ def add_text_layer(pdf: pikepdf.Pdf, page: pikepdf.Page, lines: Iterator[Line]) 
 
     box = [float(v) for v in page.cropbox]
     width, height = box[2] - box[0], box[3] - box[1]
-    turn = int(page.obj.get("/Rotate", 0)) % 360
+    # displayed space -> the page's own, then the crop box's offset
+    own = times(undisplay(int(page.obj.get("/Rotate", 0)), width, height), shift(box[0], box[1]))
     ops = ["q", "BT", "3 Tr"]
-    for text, left, base, span, size in lines:
-        a, b, c, d, e, f = placement(turn, left, base, width, height)
-        encoded = text.encode("cp1252", "replace")
-        scale = 100 * span / max(size * EM * len(encoded), 0.01)
+    for line in lines:
+        matrix, size, length = line_matrix(line)
+        encoded = line.text.encode("cp1252", "replace")
+        scale = 100 * length / max(size * EM * len(encoded), 0.01)
         literal = encoded.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
         ops += [
             f"{FONT} {size:.3f} Tf {scale:.2f} Tz",
-            f"{a} {b} {c} {d} {e + box[0]:.3f} {f + box[1]:.3f} Tm",
+            " ".join(f"{v:.4f}" for v in times(matrix, own)) + " Tm",
             f"({literal.decode('latin-1')}) Tj",
         ]
     ops += ["ET", "Q"]
@@ -217,6 +291,11 @@ def add_text_layer(pdf: pikepdf.Pdf, page: pikepdf.Page, lines: Iterator[Line]) 
         Subtype=pikepdf.Name.Type1,
         BaseFont=pikepdf.Name.Helvetica,
         Encoding=pikepdf.Name.WinAnsiEncoding,
+        # Every glyph as wide as every other: a character's place on the line is known,
+        # so search and selection mark the word under them.
+        FirstChar=32,
+        LastChar=255,
+        Widths=[int(EM * 1000)] * 224,
     )
     if "/Resources" not in page.obj:  # inherited from the page tree, or none: a copy
         page.obj.Resources = pikepdf.Dictionary(inherited_resources(page.obj))
@@ -240,13 +319,15 @@ def inherited_resources(page: pikepdf.Object) -> dict[str, object]:
     return {}
 
 
-def placement(turn: int, x: float, y: float, width: float, height: float) -> tuple[float, ...]:
-    """The text matrix that puts a line read upright on the displayed page, for a page
-    turned by /Rotate; (x, y) is in the displayed space, the result in the page's own."""
-    if turn == 90:
-        return (0, 1, -1, 0, width - y, x)
-    if turn == 180:
-        return (-1, 0, 0, -1, width - x, height - y)
-    if turn == 270:
-        return (0, -1, 1, 0, y, height - x)
+def undisplay(turn: int, width: float, height: float) -> Matrix:
+    """The matrix from the displayed page (turned by /Rotate, clockwise) to the page's own
+    space; `width` and `height` are the page's own."""
+    return {
+        90: (0, 1, -1, 0, width, 0),
+        180: (-1, 0, 0, -1, width, height),
+        270: (0, -1, 1, 0, 0, height),
+    }.get(turn % 360, (1, 0, 0, 1, 0, 0))
+
+
+def shift(x: float, y: float) -> Matrix:
     return (1, 0, 0, 1, x, y)

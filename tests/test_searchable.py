@@ -1,20 +1,25 @@
 """The searchable `pdf` output through the daemon, on the corpus scans and photos: valid
-PDFs with the input's pages and images untouched, whose text is the Markdown's text."""
+PDFs with the input's pages and images untouched, whose text is the Markdown's text, each
+word of it lying on that word in the picture, on pages upright, sideways or upside down."""
 
 from __future__ import annotations
 
+import difflib
 import re
 import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pikepdf
+import pypdfium2
 import pytest
 from PIL import Image, ImageSequence
 
+from handlers.ocr.engine import OcrEngine, OcrOptions
 from tests.helpers import corpus
-from tests.test_ocr import pdf_of
+from tests.test_ocr import pdf_of, scan_of_text_page
 
 SCANS = [
     "pdf/ocr_test.pdf",
@@ -55,6 +60,60 @@ def images(path: Path) -> list[bytes]:
         ]
 
 
+def words_in_place(path: Path, sample: int) -> tuple[int, list[tuple[str, str]]]:
+    """Of up to `sample` words of the text layer (5 letters or more, spread over the
+    document), how many read as themselves where the layer puts them: the page is drawn
+    in its own space (pdfium's text boxes are there) and each word's box, cut out, is read
+    by OCR's recogniser alone, turned the two ways its shape allows. The words that did not
+    read as themselves come back with what was read."""
+    reader = OcrEngine(OcrOptions()).reader()
+    pdf = pypdfium2.PdfDocument(path)
+    pages, found = [], []
+    for index in range(len(pdf)):
+        page = pdf[index]
+        page.set_rotation(0)  # pdfium's text and its boxes, in the page's own space
+        textpage = page.get_textpage()
+        pages.append((page, textpage))
+        found += [(index, m) for m in re.finditer(r"[^\W\d_]{5,}", textpage.get_text_range())]
+    step = max(1, len(found) // sample)
+    drawn: dict[int, Image.Image] = {}
+    wrong: list[tuple[str, str]] = []
+    for index, match in found[::step][:sample]:
+        page, textpage = pages[index]
+        if index not in drawn:
+            drawn[index] = page.render(scale=SCALE).to_pil()
+        image = drawn[index]
+        boxes = [textpage.get_charbox(i) for i in range(match.start(), match.end())]
+        left, bottom = min(b[0] for b in boxes), min(b[1] for b in boxes)
+        right, top = max(b[2] for b in boxes), max(b[3] for b in boxes)
+        pad, height = 0.4 * min(right - left, top - bottom), image.height / SCALE
+        picture = image.crop(
+            tuple(
+                SCALE * v
+                for v in (left - pad, height - top - pad, right + pad, height - bottom + pad)
+            )
+        )
+        pixels = np.asarray(picture.convert("RGB"))
+        turns = (1, 3) if picture.height > 1.5 * picture.width else (0, 2)
+        reads = [
+            reader(np.ascontiguousarray(np.rot90(pixels, k=k)), use_det=False, use_cls=False)
+            for k in turns
+        ]
+        read = max(reads, key=lambda out: out.scores[0] if out.txts else 0)
+        said = read.txts[0] if read.txts else ""
+        same = difflib.SequenceMatcher(None, squash(said), squash(match.group())).ratio()
+        if same < 0.75:
+            wrong.append((match.group(), said))
+    return min(sample, len(found[::step])), wrong
+
+
+SCALE = 2  # pixels per point the pages are drawn at for words_in_place
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\W+", "", text.lower())
+
+
 def test_scans_become_searchable_pdfs_and_text_pdfs_stay_as_they_are(
     make_daemon, tmp_path: Path
 ) -> None:
@@ -67,7 +126,9 @@ def test_scans_become_searchable_pdfs_and_text_pdfs_stay_as_they_are(
         shutil.copyfile(corpus(rel), target)
     shutil.copyfile(hybrid, daemon.input / "hybrid.pdf")
     shutil.copyfile(corpus("docx/word_sample.docx"), daemon.input / "w.docx")
-    for rel in [*SCANS, "pdf/multi_page.pdf", "hybrid.pdf"]:
+    scan_of_text_page(tmp_path / "sideways.png", 90)  # reads from bottom to top
+    shutil.copyfile(tmp_path / "sideways.png", daemon.input / "sideways.png")
+    for rel in [*SCANS, "pdf/multi_page.pdf", "hybrid.pdf", "sideways.png"]:
         status = daemon.wait_terminal(rel, timeout=180)
         assert status["state"] == "completed", (rel, status["error"])
         made = daemon.output / f"{rel}.pdf"
@@ -108,4 +169,9 @@ def test_scans_become_searchable_pdfs_and_text_pdfs_stay_as_they_are(
                 for frame, shown in zip(ImageSequence.Iterator(source), embedded, strict=True)
             ]
             assert [f.tobytes() for f in frames] == [e.tobytes() for e in embedded], rel
+    # Search and selection find each word where it is printed: in the page's own space
+    # (the /Rotate pages of nemotron), on a photo turned sideways, on a two-frame TIFF.
+    for rel in ("pdf/nemotron_multipage.pdf", "sideways.png", "tif/2206.01062.tif"):
+        checked, wrong = words_in_place(daemon.output / f"{rel}.pdf", sample=40)
+        assert checked >= 20 and len(wrong) <= 0.1 * checked, (rel, checked, wrong)
     assert daemon.stop() == 0

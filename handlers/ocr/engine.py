@@ -35,6 +35,15 @@ class OcrOptions:
     threads: int = 1  # onnxruntime threads of one worker
 
 
+@dataclass(frozen=True)
+class PageText:
+    """What OCR read on a page. `turns`: quarter turns clockwise its text lies at (1: read
+    from top to bottom; 2: upside down); every box is in the page image's own pixels."""
+
+    paragraphs: list[Paragraph]
+    turns: int = 0
+
+
 class OcrEngine:
     """One RapidOCR per worker process, created on the first page that needs it."""
 
@@ -59,8 +68,9 @@ class OcrEngine:
             )
         return self._reader
 
-    def read(self, image: Image.Image) -> list[Paragraph]:
-        """The paragraphs of `image` in reading order, boxed in its own pixels."""
+    def read(self, image: Image.Image) -> PageText:
+        """The paragraphs of `image` in reading order, boxed in its own pixels, and how
+        its text lies."""
         import numpy as np
 
         pixels = np.asarray(image.convert("RGB"))
@@ -69,7 +79,15 @@ class OcrEngine:
             upright = np.ascontiguousarray(np.rot90(pixels, k=turns))
             lines = lines_of(self.reader()(upright))
         height, width = pixels.shape[:2]
-        return [Paragraph(p.text, unturn(p.box, turns, width, height)) for p in paragraphs(lines)]
+
+        def back(line: Line) -> Line:
+            return Line(line.text, unturn(line.box, turns, width, height))
+
+        found = [
+            Paragraph(p.text, unturn(p.box, turns, width, height), tuple(map(back, p.lines)))
+            for p in paragraphs(lines)
+        ]
+        return PageText(found, turns)
 
     def first_pass(self, pixels: np.ndarray) -> tuple[int, list[Line]]:
         """Detect lines and their orientation. An upright page is recognised at once; for

@@ -24,8 +24,9 @@ class Line:
 
 @dataclass(frozen=True)
 class Paragraph:
-    text: str
+    text: str  # its lines' texts, joined by a space
     box: Box
+    lines: tuple[Line, ...] = ()
 
 
 def paragraphs(lines: list[Line]) -> list[Paragraph]:
@@ -122,7 +123,9 @@ def group(rows: list[Line], height: float) -> list[Paragraph]:
             result[-1].append(row)
         else:
             result.append([row])
-    return [Paragraph(" ".join(row.text for row in rows), union(rows)) for rows in result]
+    return [
+        Paragraph(" ".join(row.text for row in rows), union(rows), tuple(rows)) for rows in result
+    ]
 
 
 def continues(last: Line, row: Line, height: float) -> bool:

@@ -1,7 +1,9 @@
 """Scans and photos, read inside docling's native pipeline: a PDF page without a usable
 text layer (every page, with ocr = "force") and every image page is rendered and read by
 OCR. The result is a DoclingDocument like any other: one text item per paragraph, in
-reading order, with its page and box; born-digital pages keep their exact text layer."""
+reading order, with one provenance per line (its box and its span of the text); born-digital
+pages keep their exact text layer. How the text lay on each OCR'd page (upright, sideways,
+upside down) is kept beside the document: `text_turns(result)`."""
 
 from __future__ import annotations
 
@@ -12,19 +14,23 @@ from docling.datamodel.base_models import Page
 from docling.datamodel.document import ConversionResult
 from docling.datamodel.pipeline_options import NativePdfPipelineOptions
 from docling.pipeline.native_pdf_pipeline import NativePdfPipeline
-from docling_core.types.doc.base import BoundingBox, CoordOrigin
+from docling_core.types.doc.base import BoundingBox, CoordOrigin, Size
+from docling_core.types.doc.common.reference import ProvenanceItem
+from docling_core.types.doc.document import DoclingDocument
+from docling_core.types.doc.labels import DocItemLabel
 from docling_core.types.doc.page import BoundingRectangle, SegmentedPdfPage, TextCell
 
 from handlers.errors import JobError
-from handlers.ocr.engine import OcrEngine, OcrOptions
-from handlers.ocr.layout import Paragraph
+from handlers.ocr.engine import OcrEngine, OcrOptions, PageText
+from handlers.ocr.layout import Box
 
 if TYPE_CHECKING:
-    from docling.pipeline.native_pdf_pipeline import _NativeBuildTimings
+    from docling.pipeline.native_pdf_pipeline import _NativeAssemblyTimings, _NativeBuildTimings
 
 MAX_SIDE = 4000  # pixels: the longest side a page is rendered at for OCR
 STAMP_CHARS = 32  # a text layer this small over a page-sized scan is a stamp, not the text
 SCAN_COVER = 0.5  # share of the page an image must cover to count as a scan
+TURNS = "_hotfolder_turns"  # the Page attribute that keeps how its OCR'd text lies
 
 
 class OcrUnavailable(BaseException):  # noqa: N818 - a carrier, like JobCancelled
@@ -69,8 +75,9 @@ class ScanPdfPipeline(NativePdfPipeline):
             found = self.engine.read(page_backend.get_page_image(scale=scale))
         except JobError as exc:
             raise OcrUnavailable(exc) from exc
-        if found:
+        if found.paragraphs:
             page.parsed_page = ocr_page(page.parsed_page, found, scale)
+            setattr(page, TURNS, found.turns)  # pydantic keeps an undeclared _name as is
         return page
 
     def render_scale(self, page_backend: PdfPageBackend) -> float:
@@ -78,6 +85,53 @@ class ScanPdfPipeline(NativePdfPipeline):
         a low-resolution scan is enlarged (recognition makes far fewer errors on it)."""
         dpi = getattr(page_backend, "_dpi", None)  # only docling's image pages have one
         return max(max(dpi) if dpi else 0.0, self.options.ocr.dpi) / 72
+
+    def _add_text_items(
+        self,
+        timings: _NativeAssemblyTimings,
+        doc: DoclingDocument,
+        page_no: int,
+        parsed_page: SegmentedPdfPage,
+        size: Size,
+    ) -> None:
+        """An OCR'd paragraph is one text item with a provenance per line."""
+        cells = parsed_page.textline_cells
+        if not any(isinstance(cell, OcrCell) for cell in cells):
+            super()._add_text_items(timings, doc, page_no, parsed_page, size)
+            return
+        for cell in cells:
+            assert isinstance(cell, OcrCell)
+            provenance = [
+                ProvenanceItem(
+                    page_no=page_no,
+                    bbox=top_left(box).to_bottom_left_origin(page_height=size.height),
+                    charspan=span,
+                )
+                for box, span in cell.lines
+            ]
+            item = doc.add_text(
+                label=DocItemLabel.TEXT, text=cell.text, orig=cell.text, prov=provenance[0]
+            )
+            item.prov.extend(provenance[1:])
+        timings.n_text_items += len(cells)
+
+
+def text_turns(result: ConversionResult) -> dict[int, int]:
+    """Page number -> quarter turns clockwise its OCR'd text lies at, for the pages whose
+    text is not upright."""
+    turned = {page.page_no: getattr(page, TURNS, 0) for page in result.pages}
+    return {number: turns for number, turns in turned.items() if turns}
+
+
+class OcrCell(TextCell):
+    """A paragraph read by OCR, with its lines: a box (page points, top-left origin) and
+    the span of the paragraph's text each holds."""
+
+    lines: list[tuple[Box, tuple[int, int]]]
+
+
+def top_left(box: Box) -> BoundingBox:
+    return BoundingBox(l=box[0], t=box[1], r=box[2], b=box[3], coord_origin=CoordOrigin.TOPLEFT)
 
 
 def needs_ocr(mode: str, parsed: SegmentedPdfPage, page_area: float) -> bool:
@@ -91,27 +145,29 @@ def needs_ocr(mode: str, parsed: SegmentedPdfPage, page_area: float) -> bool:
     return chars < STAMP_CHARS and covered >= SCAN_COVER * page_area
 
 
-def ocr_page(parsed: SegmentedPdfPage, found: list[Paragraph], scale: float) -> SegmentedPdfPage:
-    """The page as OCR read it: one line cell per paragraph, in reading order (the native
-    assembly makes each a text item), and no bitmap: the scan is the page itself."""
-    cells = [
-        TextCell(
-            index=index,
-            text=paragraph.text,
-            orig=paragraph.text,
-            from_ocr=True,
-            rect=BoundingRectangle.from_bounding_box(
-                BoundingBox(
-                    l=paragraph.box[0] / scale,
-                    t=paragraph.box[1] / scale,
-                    r=paragraph.box[2] / scale,
-                    b=paragraph.box[3] / scale,
-                    coord_origin=CoordOrigin.TOPLEFT,
-                )
-            ),
+def ocr_page(parsed: SegmentedPdfPage, found: PageText, scale: float) -> SegmentedPdfPage:
+    """The page as OCR read it: one cell per paragraph, in reading order, with its lines
+    (the assembly makes each a text item), and no bitmap: the scan is the page itself."""
+
+    def points(box: Box) -> Box:
+        return (box[0] / scale, box[1] / scale, box[2] / scale, box[3] / scale)
+
+    cells = []
+    for index, paragraph in enumerate(found.paragraphs):
+        lines, start = [], 0
+        for line in paragraph.lines or (paragraph,):
+            lines.append((points(line.box), (start, start + len(line.text))))
+            start += len(line.text) + 1  # the space that joins two lines
+        cells.append(
+            OcrCell(
+                index=index,
+                text=paragraph.text,
+                orig=paragraph.text,
+                from_ocr=True,
+                rect=BoundingRectangle.from_bounding_box(top_left(points(paragraph.box))),
+                lines=lines,
+            )
         )
-        for index, paragraph in enumerate(found)
-    ]
     return parsed.model_copy(
         update={
             "textline_cells": cells,
