@@ -7,7 +7,7 @@
 #   sudo deploy/install.sh uninstall --purge     ... and the config, the data and the user
 #
 # Settings, from the environment (defaults in brackets):
-#   PREFIX [/opt/hotfolder]      the virtualenv (PREFIX/venv) and a copy of the README
+#   PREFIX [/opt/hotfolder]      the virtualenv (PREFIX/venv), a copy of the README, hooks/
 #   CONFIG_DIR [/etc/hotfolder]  config.toml, written once and never overwritten
 #   DATA_DIR [/var/lib/hotfolder]  input, output, state, archive and quarantine folders
 #   SERVICE_USER [hotfolder]     the unprivileged user the services run as
@@ -61,6 +61,7 @@ install_venv() {
     stamp=$(source_stamp)
     mkdir -p "$ROOT$PREFIX"
     install -m 0644 "$SOURCE/README.md" "$ROOT$PREFIX/README.md"
+    install -D -m 0755 "$SOURCE/deploy/hooks/index_chunks.py" "$ROOT$PREFIX/hooks/index_chunks.py"
     if [[ -f $venv/.hotfolder-source && $(cat "$venv/.hotfolder-source") == "$stamp" ]]; then
         return 0
     fi

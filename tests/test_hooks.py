@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Daemon, alive, corpus, descendants, drop, wait_for
+from tests.helpers import REPO, Daemon, alive, corpus, descendants, drop, wait_for
 
 DOCS = ["md/mixed.md", "csv/csv-comma.csv", "docx/word_sample.docx", "html/example_03.html"]
 
@@ -179,6 +180,61 @@ def test_command_hooks_see_the_documented_environment_and_a_hung_one_is_timed_ou
         ).stdout
     )
     assert report["hooks"]["indexer"]["state"] == "delivered"
+    assert daemon.stop() == 0
+
+
+def test_the_index_chunks_recipe_keeps_exactly_the_chunks_on_disk(
+    make_daemon, tmp_path: Path
+) -> None:
+    """deploy/hooks/index_chunks.py as the README shows it: each completed document's
+    chunks are searchable; a new version of a file replaces its chunks, leaving none of the
+    old ones; a repeated delivery adds nothing."""
+    index = tmp_path / "chunks.sqlite"
+    recipe = [sys.executable, str(REPO / "deploy/hooks/index_chunks.py"), "--db", str(index)]
+    hooks = {"command": [{"name": "index-chunks", "argv": recipe}]}
+    daemon = make_daemon("run", config={"conversion": {"to": ["md", "chunks"]}, "hooks": hooks})
+
+    def indexed(name: str, job_id: str | None = None) -> dict | None:
+        status = daemon.sidecar(name) or {}
+        entry = status.get("hooks", {}).get("index-chunks", {})
+        fresh = job_id is None or status.get("job_id") != job_id
+        return status if entry.get("state") == "delivered" and fresh else None
+
+    def search(words: str) -> list[dict]:
+        found = subprocess.run([*recipe, "--search", words], capture_output=True, text=True)
+        assert found.returncode == 0, found.stderr
+        return [json.loads(line) for line in found.stdout.splitlines()]
+
+    def rows(source: str) -> list[tuple[str, str]]:
+        with sqlite3.connect(index) as db:
+            query = "SELECT chunk_id, job_id FROM chunks WHERE source = ? ORDER BY chunk_id"
+            return db.execute(query, (source,)).fetchall()
+
+    def on_disk(name: str) -> list[tuple[str, str]]:
+        lines = (daemon.output / f"{name}.chunks.jsonl").read_text().splitlines()
+        return sorted((c["chunk_id"], c["job_id"]) for c in map(json.loads, lines))
+
+    drop(corpus("docx/word_sample.docx"), daemon.input / "w.docx")
+    drop(corpus("md/wiki.md"), daemon.input / "notes.md")
+    first = {
+        n: wait_for(lambda n=n: indexed(n), 60, f"{n} indexed") for n in ("w.docx", "notes.md")
+    }
+    for name in first:
+        assert rows(name) == on_disk(name) and rows(name), name
+    hits = search("Swimming lake")
+    assert hits and hits[0]["source"] == "w.docx" and hits[0]["headings"], hits
+    # A new version of notes.md: its chunks replace the old ones.
+    (daemon.input / "notes.md").write_text("# Zanzibar\n\nThe spice islands of Zanzibar.\n")
+    second = wait_for(lambda: indexed("notes.md", first["notes.md"]["job_id"]), 60, "re-indexed")
+    assert rows("notes.md") == on_disk("notes.md")
+    assert {job for _, job in rows("notes.md")} == {second["job_id"]}
+    assert [hit["source"] for hit in search("spice Zanzibar")] == ["notes.md"]
+    assert search("Armonk") == []  # the old version's words are gone
+    # The same delivery again (a hook is delivered at least once): nothing is added.
+    body = json.dumps(second)
+    env = {**os.environ, "HOTFOLDER_SIDECAR": str(daemon.output / "notes.md.status.json")}
+    again = subprocess.run(recipe, input=body, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and rows("notes.md") == on_disk("notes.md"), again.stderr
     assert daemon.stop() == 0
 
 
