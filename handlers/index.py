@@ -74,12 +74,33 @@ def row_of(status: JobStatus) -> tuple[object, ...]:
     return (source_key(status.source), shown, *(values[column] for column in COLUMNS))
 
 
+def open_read_only(path: Path, timeout: float = 10) -> sqlite3.Connection:
+    """`path` opened for reading only: nothing is created or changed, so a member of the
+    service's group (files 0640) can read it. A WAL database whose -shm this user cannot
+    write is read through a private copy of it; one with no -wal (no writer since its last
+    close) is read as it lies on disk."""
+    uri = path.resolve().as_uri()
+    try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None)
+        db.execute("select count(*) from sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        if path.with_name(path.name + "-wal").exists() or not path.exists():
+            raise
+    return sqlite3.connect(
+        f"{uri}?mode=ro&immutable=1", uri=True, timeout=timeout, isolation_level=None
+    )
+
+
 class JobIndex:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only  # for the commands that only read: nothing is created
         # (pid, thread) -> (connection, inode of the file it opened)
-        self.connections: dict[tuple[int, int], tuple[sqlite3.Connection, int]] = {}
+        self.connections: dict[tuple[int, int], tuple[sqlite3.Connection, int | None]] = {}
         self.rebuilt = False  # True when a damaged index was replaced: refill it
+        if read_only:
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.create()
@@ -125,18 +146,30 @@ class JobIndex:
         if cached is None or cached[1] != inode:
             if cached is not None:
                 cached[0].close()
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            db.execute("pragma journal_mode=wal")
-            db.execute("pragma synchronous=normal")  # a cache: losing the last write is fine
-            if cached is not None:  # a new file (replaced, or deleted by hand): no tables yet
-                db.executescript(SCHEMA)
-            cached = self.connections[key] = (db, os.stat(self.path).st_ino)
+            if self.read_only:
+                db = self.open_for_reading(inode is not None)
+            else:
+                db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+                db.execute("pragma journal_mode=wal")
+                db.execute("pragma synchronous=normal")  # a cache: losing the last write is fine
+                if cached is not None:  # a new file (replaced, or deleted by hand): no tables
+                    db.executescript(SCHEMA)
+                inode = os.stat(self.path).st_ino
+            cached = self.connections[key] = (db, inode)
         try:
             yield cached[0]
         except BaseException:
             self.connections.pop(key, None)
             cached[0].close()  # and with it any transaction left open
             raise
+
+    def open_for_reading(self, exists: bool) -> sqlite3.Connection:
+        """The index as it is, or an empty one where there is none yet (no job seen)."""
+        if exists:
+            return open_read_only(self.path)
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        db.executescript(SCHEMA)
+        return db
 
     def upsert(self, statuses: Iterable[JobStatus]) -> None:
         """Insert or update rows; a row is never replaced by an older version of itself

@@ -232,7 +232,7 @@ def test_purge_forgets_old_finished_jobs(make_daemon) -> None:
     rows = json.loads(run_cli(daemon.config_file, "jobs", "--json").stdout)
     assert [r["source"] for r in rows] == ["kept.csv"]
     bad = run_cli(daemon.config_file, "purge", "--older-than", "soon")
-    assert bad.returncode == 1 and "not a duration" in bad.stderr
+    assert bad.returncode == 2 and "not a duration" in bad.stderr  # a usage error
     assert daemon.stop() == 0
 
 

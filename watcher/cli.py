@@ -6,8 +6,9 @@ import argparse
 import os
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from handlers.sidecar import STATES, TERMINAL
 from watcher.settings import EX_CONFIG, ConfigError, Settings, load_settings, used_dirs
@@ -18,7 +19,9 @@ if TYPE_CHECKING:
 DAEMONS = ("run", "watch", "work")
 LEVELS = ["debug", "info", "warning", "error"]
 FINISHED = tuple(state for state in STATES if state in TERMINAL)
-READ_ONLY = ("status", "jobs", "show")  # commands that never repair nor replace anything
+READ_ONLY = ("status", "jobs", "show")  # commands that never create, repair nor replace
+CONFIG_PLACES = (Path("config.toml"), Path("/etc/hotfolder/config.toml"))
+MIN_INTERVAL = 0.1  # seconds between redraws of `status --watch`
 
 
 def positive(text: str) -> int:
@@ -28,76 +31,195 @@ def positive(text: str) -> int:
     return value
 
 
+def interval(text: str) -> float:
+    value = float(text)
+    if not value >= MIN_INTERVAL:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be {MIN_INTERVAL} s or more, not {text}")
+    return value
+
+
+def duration(text: str) -> str:
+    """A duration such as 30m, 1h or 7d, checked here so a bad one is a usage error."""
+    from watcher.commands.jobs import parse_age
+
+    try:
+        parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def states_of(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """`--state a,b` (and `--state a --state b`): a list of states, each one of `allowed`."""
+
+    def parse(text: str) -> list[str]:
+        states = [state.strip() for state in text.split(",") if state.strip()]
+        wrong = [state for state in states if state not in allowed]
+        if wrong or not states:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: states are {', '.join(allowed)} (comma-separated)"
+            )
+        return states
+
+    return parse
+
+
+def describe(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    text: str,
+    config: argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
+    """A subcommand whose one-line help is also its description, taking --config too."""
+    return sub.add_parser(
+        name, help=text, description=text[0].upper() + text[1:] + ".", parents=[config]
+    )
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="hotfolder", description=__doc__)
-    top.add_argument(
+    # --config is taken before or after the command: `hotfolder status --config X` works.
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
         "--config",
         type=Path,
-        default=Path("config.toml"),
-        help="configuration file (default: ./config.toml)",
+        default=argparse.SUPPRESS,
+        help="configuration file (default: $HOTFOLDER_CONFIG, else ./config.toml, "
+        "else /etc/hotfolder/config.toml)",
     )
+    top = argparse.ArgumentParser(prog="hotfolder", description=__doc__, parents=[config])
+    top.add_argument("--version", action="version", version=version_line())
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", help="watcher and workers together, in the foreground")
-    sub.add_parser("watch", help="the folder watcher and reconciler only")
-    sub.add_parser("work", help="the conversion workers only")
+    describe(sub, "run", "watcher and workers together, in the foreground", config)
+    describe(sub, "watch", "the folder watcher and reconciler only", config)
+    describe(sub, "work", "the conversion workers only (hotfolder's huey_consumer)", config)
 
-    status = sub.add_parser("status", help="totals, throughput, queue depth, liveness")
+    status = describe(
+        sub, "status", "totals, throughput, queue depth, liveness; exit 3 when not running", config
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument("--watch", action="store_true", help="live view until Ctrl-C")
-    status.add_argument("--interval", type=float, default=1.0, help="seconds between redraws")
+    status.add_argument(
+        "--watch", action="store_true", help="redraw until Ctrl-C (with --json: JSON lines)"
+    )
+    status.add_argument(
+        "--interval",
+        type=interval,
+        default=1.0,
+        help=f"seconds between redraws, {MIN_INTERVAL} or more (default: %(default)s)",
+    )
 
-    jobs = sub.add_parser("jobs", help="a table of jobs, newest first")
-    jobs.add_argument("--state", choices=STATES)
-    jobs.add_argument("--since", help="only jobs created within this long, e.g. 1h, 7d")
-    jobs.add_argument("--limit", type=positive, default=50)
-    jobs.add_argument("--sort", choices=("created", "finished", "priority"), default="created")
-    jobs.add_argument("--json", action="store_true")
+    jobs = describe(sub, "jobs", "a table of jobs, newest first", config)
+    jobs.add_argument(
+        "--state",
+        type=states_of(STATES),
+        action="extend",
+        help=f"only jobs in these states, comma-separated ({', '.join(STATES)})",
+    )
+    jobs.add_argument(
+        "--since", type=duration, help="only jobs created within this long, e.g. 1h, 7d"
+    )
+    shown = jobs.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--limit", type=positive, default=50, help="at most this many rows (default: %(default)s)"
+    )
+    shown.add_argument("--all", action="store_true", help="every matching job, no limit")
+    jobs.add_argument(
+        "--sort",
+        choices=("created", "finished", "priority"),
+        default="created",
+        help="newest created first (default), newest finished first, or highest priority",
+    )
+    jobs.add_argument("--json", action="store_true", help="a JSON array, times in ISO-8601 UTC")
 
-    show = sub.add_parser("show", help="one job in full")
-    show.add_argument("job", metavar="JOB_ID|PATH")
-    show.add_argument("--json", action="store_true")
+    show = describe(sub, "show", "one job in full, from its status file", config)
+    show.add_argument("job", metavar="JOB_ID|PATH", help="a job id, a prefix of one, or a path")
+    show.add_argument("--json", action="store_true", help="the status file's JSON")
 
-    enqueue = sub.add_parser("enqueue", help="submit files or folders")
-    enqueue.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    enqueue = describe(
+        sub, "enqueue", "submit files or folders (copied in if outside input/)", config
+    )
+    enqueue.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
     enqueue.add_argument("--priority", type=int, help="higher runs first (default from config)")
     enqueue.add_argument("--force", action="store_true", help="convert again even if done")
 
-    retry = sub.add_parser("retry", help="re-enqueue failed or cancelled jobs")
-    retry.add_argument("jobs", nargs="*", metavar="JOB_ID|PATH")
+    retry = describe(sub, "retry", "re-enqueue failed or cancelled jobs", config)
+    retry.add_argument("jobs", nargs="*", metavar="JOB_ID|PATH", help="the jobs to retry")
     retry.add_argument("--failed", action="store_true", help="every failed job")
 
-    cancel = sub.add_parser("cancel", help="cancel a pending or processing job")
-    cancel.add_argument("job", metavar="JOB_ID|PATH")
+    cancel = describe(sub, "cancel", "cancel pending or processing jobs", config)
+    cancel.add_argument("jobs", nargs="*", metavar="JOB_ID|PATH", help="the jobs to cancel")
+    cancel.add_argument(
+        "--pending",
+        nargs="?",
+        const="",
+        metavar="PATH_PREFIX",
+        help="every pending job (under PATH_PREFIX in input/, if given)",
+    )
+    cancel.add_argument(
+        "--all", action="store_true", help="every pending and processing job (drains the queue)"
+    )
 
-    purge = sub.add_parser("purge", help="forget old finished jobs")
-    purge.add_argument("--older-than", required=True, help="e.g. 7d, 12h")
+    purge = describe(
+        sub,
+        "purge",
+        "forget old finished jobs (their records; waiting jobs are never touched)",
+        config,
+    )
+    purge.add_argument("--older-than", required=True, type=duration, help="e.g. 7d, 12h")
     purge.add_argument(
         "--state",
-        default=",".join(FINISHED),
+        type=states_of(FINISHED),
+        action="extend",
         help=f"comma-separated states (default: {','.join(FINISHED)})",
     )
     purge.add_argument("--outputs", action="store_true", help="delete their outputs too")
-    purge.add_argument("--dry-run", action="store_true")
+    purge.add_argument("--dry-run", action="store_true", help="say what would be forgotten")
 
-    sub.add_parser("doctor", help="check the installation and the running daemon")
+    describe(sub, "doctor", "check the installation and the running daemon", config)
 
-    convert = sub.add_parser("convert", help="convert one file in the foreground")
-    convert.add_argument("file", type=Path)
-    convert.add_argument("-o", "--output", type=Path, default=Path("."), help="output folder")
+    convert = describe(sub, "convert", "convert one file in the foreground", config)
+    convert.add_argument("file", type=Path, help="the document")
+    convert.add_argument(
+        "-o", "--output", type=Path, default=Path("."), help="output folder (default: .)"
+    )
     return top
 
 
+def version_line() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"hotfolder {of('hotfolder')} (docling {of('docling-slim')}, huey {of('huey')})"
+
+
+def config_file(given: Path | None) -> Path:
+    """--config, else $HOTFOLDER_CONFIG, else the first of ./config.toml and
+    /etc/hotfolder/config.toml that exists (none: ./config.toml, which the error names)."""
+    if given is not None:
+        return given
+    named = os.environ.get("HOTFOLDER_CONFIG")
+    if named:
+        return Path(named)
+    return next((place for place in CONFIG_PLACES if place.is_file()), CONFIG_PLACES[0])
+
+
 def main(argv: list[str] | None = None) -> int:
+    tolerate_closed_pipe()
     top = parser()
     args = top.parse_args(argv)
     if args.command == "retry" and not (args.jobs or args.failed):
         top.error("retry needs JOB_ID|PATH or --failed")
-    if args.command == "purge":
-        states = args.state.split(",")
-        if not set(states) <= TERMINAL:
-            top.error(f"purge --state takes {', '.join(FINISHED)}")
+    if (
+        args.command == "cancel"
+        and sum(map(bool, (args.jobs, args.pending is not None, args.all))) != 1
+    ):
+        top.error("cancel takes JOB_ID|PATH ..., --pending [PATH_PREFIX] or --all (one of them)")
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(config_file(getattr(args, "config", None)))
         if args.command in (*DAEMONS, "enqueue"):
             prepare_dirs(settings)
     except ConfigError as exc:
@@ -110,10 +232,67 @@ def main(argv: list[str] | None = None) -> int:
     except (JobNotFound, ValueError) as exc:
         print(f"hotfolder: {exc}", file=sys.stderr)
         return 1
+    except sqlite3.OperationalError as exc:
+        print(f"hotfolder: {needs_permission(exc, args.command, settings)}", file=sys.stderr)
+        return 1
     except (OSError, sqlite3.DatabaseError) as exc:
         # An operator command meets a file it cannot read: one line, not a traceback.
         print(f"hotfolder: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+
+
+def needs_permission(exc: sqlite3.OperationalError, command: str, settings: Settings) -> str:
+    """A database this user may read but not write: say what the command needs."""
+    if "readonly" not in str(exc) and "unable to open" not in str(exc):
+        return f"OperationalError: {exc}"
+    return (
+        f"{command} changes the job index and the queue in {settings.state_dir}, which this "
+        f"user may not write ({exc}); run it as the service's user "
+        f"(sudo -u {service_user(settings)} hotfolder {command} ...)"
+    )
+
+
+def service_user(settings: Settings) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(settings.state_dir.stat().st_uid).pw_name
+    except (OSError, KeyError):
+        return "hotfolder"
+
+
+class TolerantStdout:
+    """stdout that goes quiet once its reader has gone (`hotfolder jobs | head -1`): the
+    command finishes what it does, without a BrokenPipeError, and exits as it would."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self.silence()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self.silence()
+
+    def silence(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.stream.fileno())  # what is still buffered goes nowhere
+        os.close(devnull)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.stream, name)
+
+
+def tolerate_closed_pipe() -> None:
+    if not isinstance(sys.stdout, TolerantStdout):
+        sys.stdout = TolerantStdout(sys.stdout)
 
 
 def prepare_dirs(settings: Settings) -> None:
@@ -156,13 +335,14 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from watcher.commands.status import show_status, watch_status
 
         if args.watch:
-            return watch_status(services, args.interval)
+            return watch_status(services, args.interval, args.json)
         return show_status(services, args.json)
     if command in ("jobs", "show"):
         from watcher.commands.jobs import jobs_command, show_job
 
         if command == "jobs":
-            return jobs_command(services, args.state, args.since, args.sort, args.limit, args.json)
+            limit = None if args.all else args.limit
+            return jobs_command(services, args.state, args.since, args.sort, limit, args.json)
         return show_job(services, args.job, args.json)
     return control(args, services)
 
@@ -189,10 +369,9 @@ def control(args: argparse.Namespace, services: Services) -> int:
     if args.command == "retry":
         return control.retry_jobs(services, args.jobs, args.failed)
     if args.command == "cancel":
-        return control.cancel_job(services, args.job)
-    return control.purge_jobs(
-        services, args.older_than, args.state.split(","), args.outputs, args.dry_run
-    )
+        return control.cancel_jobs(services, args.jobs, args.pending, args.all)
+    states = args.state or list(FINISHED)
+    return control.purge_jobs(services, args.older_than, states, args.outputs, args.dry_run)
 
 
 if __name__ == "__main__":

@@ -78,10 +78,12 @@ class Queue:
         without running anything)."""
         return {message.args[0] for message in self.waiting()}
 
-    def revoke(self, rel: str) -> None:
-        """Drop the waiting tasks for `rel`; a worker that dequeues them discards them."""
+    def revoke(self, *rels: str) -> None:
+        """Drop the waiting tasks for `rels` (one pass over the queue, however many); a
+        worker that dequeues them discards them."""
+        dropped = set(rels)
         for message in self.waiting():
-            if message.args[0] == rel:
+            if message.args[0] in dropped:
                 self.huey.revoke_by_id(message.id)
 
     def waiting(self) -> Iterator[Message]:

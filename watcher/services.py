@@ -24,7 +24,7 @@ class Services:
     ledger: Ledger
     leases: Leases
     policy: JobPolicy
-    repair: bool = True  # off for the commands that only read: nothing is replaced
+    repair: bool = True  # off for the commands that only read: nothing is made or replaced
     daemon: bool = False  # a daemon waits out a locked queue; a command gives up in time
 
     @cached_property
@@ -56,7 +56,7 @@ def open_services(settings: Settings, repair: bool = True, daemon: bool = False)
     return Services(
         settings=settings,
         backend=backend,
-        ledger=open_ledger(settings),
+        ledger=open_ledger(settings, read_only=not repair),
         leases=backend.leases(),
         policy=job_policy(settings),
         repair=repair,
@@ -64,10 +64,10 @@ def open_services(settings: Settings, repair: bool = True, daemon: bool = False)
     )
 
 
-def open_ledger(settings: Settings) -> Ledger:
+def open_ledger(settings: Settings, read_only: bool = False) -> Ledger:
     """The sidecars under the output dir, mirrored into the job index in the state dir
-    (refilled from the sidecars if it had to be replaced)."""
-    index = JobIndex(settings.state_dir / "index.db")
+    (refilled from the sidecars if it had to be replaced). Read-only, nothing is created."""
+    index = JobIndex(settings.state_dir / "index.db", read_only=read_only)
     ledger = Ledger(settings.output_dir, index, hooks=hook_plans(settings))
     if index.rebuilt:
         index.sync(ledger.all(), now_iso())

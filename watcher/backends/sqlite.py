@@ -12,6 +12,7 @@ from huey import SqliteHuey
 from huey.api import Huey, Task
 
 from handlers.atomic import set_aside
+from handlers.index import open_read_only
 from handlers.lease import FileLeases, Leases, exclusive
 from watcher.backends.doorbell import Doorbell
 from watcher.logs import Complaint
@@ -72,10 +73,25 @@ class SqliteBackend:
         return []
 
     def queue_sizes(self) -> tuple[int, int]:
+        """Tasks waiting and retries scheduled, read without writing (huey's own storage
+        would create its tables): a member of the service's group can ask."""
         if not self.path.exists():
             return 0, 0
-        storage = self.huey(repair=False, patience=0).storage
-        return storage.queue_size(), storage.schedule_size()
+        db = open_read_only(self.path, timeout=1)
+        try:
+            waiting, scheduled = (
+                db.execute(
+                    f"select count(*) from {table} where queue = ?", (QUEUE_NAME,)
+                ).fetchone()[0]
+                for table in ("task", "schedule")
+            )
+            return waiting, scheduled
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return 0, 0  # created, not yet set up
+            raise
+        finally:
+            db.close()
 
     def unreachable(self, exc: Exception) -> str:
         if busy(exc):

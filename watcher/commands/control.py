@@ -9,8 +9,8 @@ from pathlib import Path
 from handlers.errors import JobError
 from handlers.lifecycle import cancel, reopen
 from handlers.sidecar import TERMINAL
-from watcher.commands.jobs import find_status, parse_age
-from watcher.commands.render import bar
+from watcher.commands.jobs import find_status, input_rel, parse_age
+from watcher.commands.render import bar, plural
 from watcher.commands.submit import Refused, bring_in
 from watcher.daemon.intake import Intake
 from watcher.daemon.reconcile import purge
@@ -35,7 +35,7 @@ def enqueue_paths(services: Services, paths: list[Path], priority: int | None, f
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         progress(n, len(files))
     summary = ", ".join(f"{count} {name}" for name, count in sorted(outcomes.items()))
-    print(f"{len(files)} files: {summary or 'nothing to do'}")
+    print(f"{plural(len(files), 'file')}: {summary or 'nothing to do'}")
     return 1 if failures else 0
 
 
@@ -78,27 +78,63 @@ def failed_sources(services: Services) -> list[str]:
     return [bytes(key).decode("utf-8", "surrogateescape") for (key,) in keys]
 
 
-def cancel_job(services: Services, target: str) -> int:
-    status = find_status(services, target)
-    if status.state in TERMINAL:
-        print(f"{status.source}: already {status.state}, nothing to cancel", file=sys.stderr)
-        return 1
+def cancel_jobs(
+    services: Services, targets: list[str], pending_under: str | None, everything: bool
+) -> int:
+    """Cancel the jobs named, every pending one (under a folder of the input dir), or every
+    pending and processing one; a line per job, then the totals."""
+    if targets:
+        statuses = [find_status(services, target) for target in targets]
+    else:
+        states = ("pending", "processing") if everything else ("pending",)
+        prefix = "" if everything else folder_prefix(services, pending_under or "")
+        ledger = services.ledger
+        sources = sources_in(services, states, prefix)
+        statuses = [s for s in map(ledger.read, sources) if s is not None and s.state in states]
     ledger, leases = services.ledger, services.leases
-    with leases.hold(status.source) as lease:
-        if lease:  # not running: drop its tasks and close the record
-            services.queue.revoke(status.source)
-            cancel(ledger, ledger.read(status.source) or status)
-            print(f"{status.job_id}  cancelled  {status.source}")
-            return 0
-    leases.request_cancel(status.source, status.job_id)
-    note = (
-        ""
-        if read_heartbeat(services.settings.state_dir, "work")["alive"]
-        else " (no workers are running)"
-    )
-    stops = f"cancel requested: stops at its next progress point{note}"
-    print(f"{status.job_id}  {stops}  {status.source}")
-    return 0
+    closed, asked, code = [], [], 0
+    for status in statuses:
+        if status.state in TERMINAL:
+            print(f"{status.source}: already {status.state}, nothing to cancel", file=sys.stderr)
+            code = 1
+            continue
+        with leases.hold(status.source) as lease:
+            if lease:  # not running: close the record; its tasks are dropped below
+                cancel(ledger, ledger.read(status.source) or status)
+                closed.append(status.source)
+                print(f"{status.job_id}  cancelled  {status.source}")
+                continue
+        leases.request_cancel(status.source, status.job_id)
+        asked.append(status.source)
+        print(
+            f"{status.job_id}  cancel requested: stops at its next progress point  {status.source}"
+        )
+    if closed:
+        services.queue.revoke(*closed)
+    if asked and not read_heartbeat(services.settings.state_dir, "work")["alive"]:
+        print("(no workers are running: the running jobs stop when they come back)")
+    if not targets:
+        print(f"cancelled {plural(len(closed), 'job')}, asked {len(asked)} running to stop")
+    return code
+
+
+def folder_prefix(services: Services, given: str) -> str:
+    """A folder of the input dir, as given (relative to it, or a path to it), as the
+    prefix of its jobs' sources: `scans/` for `input/scans`; "" for all."""
+    if not given.strip("/."):
+        return ""
+    rel = input_rel(services.settings.input_dir, Path(given))
+    if rel is None:
+        rel = given.strip("/")
+    return rel.rstrip("/") + "/"
+
+
+def sources_in(services: Services, states: tuple[str, ...], prefix: str) -> list[str]:
+    query = f"select source_key from jobs where state in ({', '.join('?' * len(states))})"
+    with services.fresh_index().connect() as db:
+        keys = [bytes(key) for (key,) in db.execute(query, states)]
+    sources = [key.decode("utf-8", "surrogateescape") for key in keys]
+    return [source for source in sources if source.startswith(prefix)]
 
 
 def purge_jobs(

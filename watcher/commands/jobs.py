@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 from handlers.sidecar import JobStatus, now_iso
+from watcher.commands.render import local_time, local_zone
 from watcher.services import Services
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -47,35 +49,50 @@ def parse_age(text: str) -> float:
 
 
 def list_jobs(
-    services: Services, state: str | None, since: str | None, sort: str, limit: int
-) -> list[dict[str, object]]:
-    where, params = [], []
-    if state:
-        where.append("state = ?")
-        params.append(state)
+    services: Services,
+    states: list[str] | None,
+    since: str | None,
+    sort: str,
+    limit: int | None,
+) -> tuple[list[dict[str, object]], int]:
+    """The jobs asked for, at most `limit` (None: all), and how many more match."""
+    where: list[str] = []
+    params: list[object] = []
+    if states:
+        where.append(f"state in ({', '.join('?' * len(states))})")
+        params.extend(states)
     if since:
         where.append("created_at >= ?")
         params.append(now_iso(-parse_age(since)))
     clause = f"where {' and '.join(where)}" if where else ""
-    query = f"select source, {', '.join(LISTED)} from jobs {clause} order by {SORTS[sort]} limit ?"
+    query = f"select source, {', '.join(LISTED)} from jobs {clause} order by {SORTS[sort]}"
     with services.fresh_index().connect() as db:
-        rows = db.execute(query, (*params, limit)).fetchall()
-    return [dict(zip(("source", *LISTED), row, strict=True)) for row in rows]
+        if limit is None:
+            rows = db.execute(query, params).fetchall()
+            more = 0
+        else:
+            rows = db.execute(f"{query} limit ?", (*params, limit)).fetchall()
+            more = 0
+            if len(rows) == limit:
+                total = db.execute(f"select count(*) from jobs {clause}", params).fetchone()[0]
+                more = total - limit
+    return [dict(zip(("source", *LISTED), row, strict=True)) for row in rows], more
 
 
 def render_jobs(rows: list[dict[str, object]]) -> str:
     if not rows:
         return "no jobs"
+    zone = local_zone()
     lines = [
         f"{'JOB ID':<12}  {'STATE':<10}  {'PROG':>4}  {'PRIO':>4}  {'TRY':>3}  "
-        f"{'CREATED':<19}  {'FINISHED':<19}  SOURCE"
+        f"{'CREATED (' + zone + ')':<19}  {'FINISHED (' + zone + ')':<19}  SOURCE"
     ]
     for row in rows:
         note = f"  ({row['error_type']})" if row["error_type"] else ""
         lines.append(
             f"{str(row['job_id'])[:12]:<12}  {row['state']:<10}  {row['progress']:>3}%  "
-            f"{row['priority']:>4}  {row['attempts']:>3}  {short(row['created_at'])}  "
-            f"{short(row['finished_at'])}  {printable(row['source'])}{note}"
+            f"{row['priority']:>4}  {row['attempts']:>3}  {local_time(row['created_at']):<19}  "
+            f"{local_time(row['finished_at']):<19}  {printable(row['source'])}{note}"
         )
     return "\n".join(lines)
 
@@ -83,10 +100,6 @@ def render_jobs(rows: list[dict[str, object]]) -> str:
 def printable(text: object) -> str:
     """Control characters (a newline in a file name) escaped, so one job stays one line."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in str(text))
-
-
-def short(stamp: object) -> str:
-    return f"{str(stamp)[:19].replace('T', ' '):<19}" if stamp else f"{'-':<19}"
 
 
 def resolve(services: Services, target: str) -> str:
@@ -147,8 +160,9 @@ def find_status(services: Services, target: str) -> JobStatus:
 
 def render_show(status: JobStatus) -> str:
     data = status.model_dump()
+    zone = local_zone()
     lines = [
-        f"{key:<16}{'' if value is None else printable(value)}"
+        f"{key:<16}{shown(key, value, zone)}"
         for key, value in data.items()
         if key not in ("error", "outputs", "warnings", "hooks")
     ]
@@ -170,6 +184,14 @@ def render_show(status: JobStatus) -> str:
     return "\n".join(lines)
 
 
+def shown(key: str, value: object, zone: str) -> str:
+    if value is None:
+        return ""
+    if key.endswith("_at"):
+        return f"{local_time(value)} {zone}"
+    return printable(value)
+
+
 def show_job(services: Services, target: str, as_json: bool) -> int:
     status = find_status(services, target)
     print(
@@ -181,8 +203,15 @@ def show_job(services: Services, target: str, as_json: bool) -> int:
 
 
 def jobs_command(
-    services: Services, state: str | None, since: str | None, sort: str, limit: int, as_json: bool
+    services: Services,
+    states: list[str] | None,
+    since: str | None,
+    sort: str,
+    limit: int | None,
+    as_json: bool,
 ) -> int:
-    rows = list_jobs(services, state, since, sort, limit)
+    rows, more = list_jobs(services, states, since, sort, limit)
     print(json.dumps(rows, indent=2) if as_json else render_jobs(rows))
+    if more and sys.stdout.isatty():  # a script asks for what it needs with --limit/--all
+        print(f"... and {more} more (--limit N or --all to see them)")
     return 0

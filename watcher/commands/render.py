@@ -1,7 +1,29 @@
 """What the commands share on a terminal: the progress bar of `status --watch`, `enqueue`
-and `convert`."""
+and `convert`, counted nouns, and times in the local zone."""
 
 from __future__ import annotations
+
+from datetime import datetime
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 file`, `2 files`, `1 worker process`, `3 worker processes`."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun}es" if noun.endswith(("s", "sh", "ch", "x")) else f"{count} {noun}s"
+
+
+def local_time(stamp: object) -> str:
+    """An ISO-8601 time stamp (UTC, as the status files keep them) in this machine's zone,
+    to the second: `2026-12-01 04:05:06`; the zone is `local_zone()`."""
+    if not stamp:
+        return "-"
+    moment = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def local_zone() -> str:
+    return datetime.now().astimezone().strftime("%Z")
 
 
 def bar(done: int | None, total: int | None, unit: str = "pages", width: int = 24) -> str:

@@ -8,11 +8,12 @@ import sys
 import time
 
 from handlers.sidecar import STATES, age_of, now_iso
-from watcher.commands.render import bar
+from watcher.commands.render import bar, plural
 from watcher.heartbeat import read_heartbeat
 from watcher.services import Services
 
 RATE_WINDOW_MIN = 5
+EX_NOT_RUNNING = 3  # `status` when the watcher or the workers are not running
 RUNNING = ("job_id", "source", "progress", "pages_done", "pages_total", "started_at", "worker")
 
 
@@ -61,7 +62,8 @@ def liveness(beat: dict[str, object], what: str) -> str:
         return f"{what}: NOT RUNNING" + (
             f" (last seen {beat['age_s']} s ago)" if beat["age_s"] else ""
         )
-    extra = f", {len(beat.get('workers', []))} worker processes" if "workers" in beat else ""  # type: ignore[arg-type]
+    workers = beat.get("workers")
+    extra = f", {plural(len(workers), 'worker process')}" if isinstance(workers, list) else ""
     return f"{what}: running (pid {beat['pid']}{extra})"
 
 
@@ -100,7 +102,7 @@ def render(report: dict[str, object]) -> str:
     if alive:
         lines += ["", "hosts:"] + [
             f"  {beat['host']:<20} {beat['role']:<6} pid {beat['pid']}"
-            + (f", {len(beat['workers'])} worker processes" if beat.get("workers") else "")
+            + (f", {plural(len(beat['workers']), 'worker process')}" if beat.get("workers") else "")
             for beat in alive
         ]
     running = report["processing"]
@@ -117,21 +119,32 @@ def render(report: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def running(report: dict[str, object]) -> bool:
+    """The watcher and the workers are both running (on this host)."""
+    return all(report[part]["alive"] for part in ("watcher", "workers"))  # type: ignore[index]
+
+
 def show_status(services: Services, as_json: bool) -> int:
+    """Exit 0 when everything runs, EX_NOT_RUNNING (as `systemctl status`) when not."""
     report = collect(services)
     print(json.dumps(report, indent=2) if as_json else render(report))
-    return 0
+    return 0 if running(report) else EX_NOT_RUNNING
 
 
-def watch_status(services: Services, interval: float) -> int:
-    """Redraw until Ctrl-C; in place on a terminal, frame after frame otherwise."""
-    tty = sys.stdout.isatty()
+def watch_status(services: Services, interval: float, as_json: bool = False) -> int:
+    """Redraw until Ctrl-C: in place on a terminal, frame after frame otherwise; with
+    `as_json`, one JSON object per line, stamped."""
+    tty = sys.stdout.isatty() and not as_json
     try:
         while True:
-            frame = render(collect(services))
-            stamp = time.strftime("%H:%M:%S")
-            prefix = "\x1b[H\x1b[2J" if tty else "\n"
-            sys.stdout.write(f"{prefix}hotfolder status  {stamp}  (Ctrl-C to stop)\n{frame}\n")
+            report = collect(services)
+            if as_json:
+                sys.stdout.write(json.dumps({"at": now_iso(), **report}) + "\n")
+            else:
+                stamp = time.strftime("%H:%M:%S %Z")
+                prefix = "\x1b[H\x1b[2J" if tty else "\n"
+                frame = render(report)
+                sys.stdout.write(f"{prefix}hotfolder status  {stamp}  (Ctrl-C to stop)\n{frame}\n")
             sys.stdout.flush()
             time.sleep(interval)
     except KeyboardInterrupt:
