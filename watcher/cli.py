@@ -232,8 +232,20 @@ def main(argv: list[str] | None = None) -> int:
     except (JobNotFound, ValueError) as exc:
         print(f"hotfolder: {exc}", file=sys.stderr)
         return 1
+    except PermissionError as exc:
+        print(
+            f"hotfolder: {needs_permission(exc.filename, exc, args.command, settings)}",
+            file=sys.stderr,
+        )
+        return 1
     except sqlite3.OperationalError as exc:
-        print(f"hotfolder: {needs_permission(exc, args.command, settings)}", file=sys.stderr)
+        if "readonly" not in str(exc) and "unable to open" not in str(exc):
+            print(f"hotfolder: OperationalError: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"hotfolder: {needs_permission(settings.state_dir, exc, args.command, settings)}",
+            file=sys.stderr,
+        )
         return 1
     except (OSError, sqlite3.DatabaseError) as exc:
         # An operator command meets a file it cannot read: one line, not a traceback.
@@ -241,13 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def needs_permission(exc: sqlite3.OperationalError, command: str, settings: Settings) -> str:
-    """A database this user may read but not write: say what the command needs."""
-    if "readonly" not in str(exc) and "unable to open" not in str(exc):
-        return f"OperationalError: {exc}"
+def needs_permission(path: object, exc: Exception, command: str, settings: Settings) -> str:
+    """A file this user may read but not write: say what the command needs, and who has it."""
     return (
-        f"{command} changes the job index and the queue in {settings.state_dir}, which this "
-        f"user may not write ({exc}); run it as the service's user "
+        f"{command} needs write access to {path}, which this user does not have "
+        f"({type(exc).__name__}: {exc}); run it as the service's user "
         f"(sudo -u {service_user(settings)} hotfolder {command} ...)"
     )
 
@@ -267,6 +277,7 @@ class TolerantStdout:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self.gone = False  # the reader has gone: a loop that only writes should end
 
     def write(self, text: str) -> int:
         try:
@@ -282,6 +293,7 @@ class TolerantStdout:
             self.silence()
 
     def silence(self) -> None:
+        self.gone = True
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, self.stream.fileno())  # what is still buffered goes nowhere
         os.close(devnull)

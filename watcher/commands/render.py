@@ -3,7 +3,13 @@ and `convert`, counted nouns, and times in the local zone."""
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
+
+
+def reader_gone() -> bool:
+    """Whether whoever read stdout has gone (`status --watch | head`): see TolerantStdout."""
+    return bool(getattr(sys.stdout, "gone", False))
 
 
 def plural(count: int, noun: str) -> str:

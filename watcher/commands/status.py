@@ -8,7 +8,7 @@ import sys
 import time
 
 from handlers.sidecar import STATES, age_of, now_iso
-from watcher.commands.render import bar, plural
+from watcher.commands.render import bar, plural, reader_gone
 from watcher.heartbeat import read_heartbeat
 from watcher.services import Services
 
@@ -146,6 +146,8 @@ def watch_status(services: Services, interval: float, as_json: bool = False) -> 
                 frame = render(report)
                 sys.stdout.write(f"{prefix}hotfolder status  {stamp}  (Ctrl-C to stop)\n{frame}\n")
             sys.stdout.flush()
+            if reader_gone():
+                return 0
             time.sleep(interval)
     except KeyboardInterrupt:
         return 0

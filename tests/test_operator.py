@@ -1,0 +1,208 @@
+"""The operator's day, through the real CLI: a member of the service's group reading the
+state of a daemon run with the service's umask, scripts reading through closed pipes, more
+than 50 jobs, cancelling by id, by folder and all at once, and status exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import corpus, drop, hotfolder_argv, run_cli, status_json, wait_for
+
+READER_UID, GROUP_GID = 54321, 54322  # a user in the service's group: no passwd entry needed
+UMASK_0027 = ["sh", "-c", 'umask 0027 && exec "$@"', "sh"]  # the units' UMask=0027
+
+
+@pytest.fixture
+def open_root() -> Iterator[Path]:
+    """A folder other users can reach (pytest's own tmp folder is root's alone), laid out
+    as install.sh does: folders of the service's group, setgid, group-writable."""
+    root = Path(tempfile.mkdtemp(prefix="hotfolder-op-"))
+    root.chmod(0o755)
+    for name in ("input", "output", "state", "archive", "quarantine"):
+        (root / name).mkdir()
+        os.chown(root / name, 0, GROUP_GID)
+        (root / name).chmod(0o2770)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def as_reader(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as an unprivileged member of the service's group."""
+    argv = [
+        "setpriv",
+        f"--reuid={READER_UID}",
+        f"--regid={READER_UID}",
+        f"--groups={GROUP_GID}",
+        "--inh-caps=-all",
+        "--",
+        sys.executable,  # as that user, without hotfolder_argv's root-only setpriv
+        "-m",
+        "watcher.cli",
+        "--config",
+        str(config),
+        *args,
+    ]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/")
+
+
+def test_a_member_of_the_service_group_reads_status_jobs_and_show(
+    make_daemon, open_root: Path
+) -> None:
+    daemon = make_daemon("run", root=open_root, wrap=UMASK_0027)
+    drop(corpus("md/mixed.md"), daemon.input / "good.md")
+    (daemon.input / "bad.xyz").write_bytes(b"\x00\x01 not a document")
+    assert daemon.wait_terminal("good.md")["state"] == "completed"
+    assert daemon.wait_terminal("bad.xyz")["state"] == "failed"
+    index = daemon.root / "state" / "index.db"
+    assert index.stat().st_mode & 0o777 == 0o640 and index.stat().st_gid == GROUP_GID
+    config = daemon.config_file
+    for running in (True, False):
+        status = as_reader(config, "status", "--json")
+        assert status.returncode == (0 if running else 3), status.stderr
+        states = json.loads(status.stdout)["states"]
+        assert (states["completed"], states["failed"]) == (1, 1)
+        listed = as_reader(config, "jobs", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert sorted(row["source"] for row in json.loads(listed.stdout)) == ["bad.xyz", "good.md"]
+        shown = as_reader(config, "show", "bad.xyz", "--json")
+        assert json.loads(shown.stdout)["error"]["type"] == "unsupported_format", shown.stderr
+        # A command that writes says what it needs, in one line.
+        retry = as_reader(config, "retry", "--failed")
+        assert retry.returncode == 1 and "Traceback" not in retry.stderr, retry.stderr
+        assert "needs write access" in retry.stderr and "sudo -u" in retry.stderr, retry.stderr
+        if running:
+            assert daemon.stop() == 0
+
+
+def test_reading_commands_create_nothing_on_a_fresh_config(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("")
+    assert run_cli(tmp_path / "config.toml", "status").returncode == 3  # nothing runs
+    assert json.loads(run_cli(tmp_path / "config.toml", "jobs", "--json").stdout) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+
+
+def test_the_config_is_found_as_users_expect(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('[paths]\ninput = "in"\n')
+    named = tmp_path / "named.toml"
+    named.write_text('[paths]\ninput = "named-in"\n')
+
+    def input_of(*args: str, env: dict[str, str] | None = None, cwd: Path = tmp_path) -> str:
+        done = subprocess.run(
+            hotfolder_argv(*args),
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+        )
+        assert done.returncode in (0, 3), done.stderr
+        return Path(json.loads(done.stdout)["input"]).name
+
+    assert input_of("status", "--json") == "in"  # ./config.toml
+    assert input_of("status", "--json", "--config", str(named)) == "named-in"  # after it
+    assert input_of("--config", str(named), "status", "--json") == "named-in"
+    assert input_of("status", "--json", env={"HOTFOLDER_CONFIG": str(named)}) == "named-in"
+    missing = subprocess.run(
+        hotfolder_argv("status"), capture_output=True, text=True, cwd=tmp_path / "..", env={}
+    )
+    assert missing.returncode == 78 and "config file not found" in missing.stderr
+    version = subprocess.run(hotfolder_argv("--version"), capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("hotfolder ")
+
+
+def piped(config: Path, *args: str, reader: str = "true") -> subprocess.CompletedProcess[str]:
+    """`hotfolder ARGS | READER` under pipefail: `true` reads nothing and is gone before
+    the CLI writes, so every write meets a closed pipe."""
+    command = " ".join(map(shlex_quote, hotfolder_argv("--config", str(config), *args)))
+    return subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {command} | {reader}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def shlex_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def on_a_terminal(config: Path, *args: str) -> str:
+    """What the CLI prints when stdout is a terminal (a pseudo-terminal here)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec the CLI on the terminal
+        argv = hotfolder_argv("--config", str(config), *args)
+        os.execvp(argv[0], argv)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.waitpid(pid, 0)
+    return b"".join(chunks).decode()
+
+
+def test_lists_pipes_and_bulk_cancel_on_sixty_waiting_jobs(make_daemon, tmp_path: Path) -> None:
+    # Only the watcher runs: every job waits, pending, in the queue.
+    daemon = make_daemon("watch")
+    for folder, count in (("a", 30), ("b", 28), ("", 2)):
+        for n in range(count):
+            target = daemon.input / folder / f"{n:02d}.md"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(f"# Note {n}\n")
+    wait_for(lambda: status_json(daemon.config_file)["states"]["pending"] == 60, 60, "60 pending")
+    config = daemon.config_file
+
+    def rows(*args: str) -> list[dict]:
+        done = run_cli(config, "jobs", "--json", *args)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    assert len(rows()) == 50  # the default, as --help says
+    assert len(rows("--all")) == 60 and len(rows("--limit", "55")) == 55
+    assert len(rows("--state", "pending,failed", "--all")) == 60
+    assert "(default: 50)" in run_cli(config, "jobs", "--help").stdout
+    plain = run_cli(config, "jobs").stdout
+    assert "more" not in plain and len(plain.splitlines()) == 51  # a header and 50 rows
+    terminal = on_a_terminal(config, "jobs")
+    assert "... and 10 more (--limit N or --all to see them)" in terminal, terminal[-300:]
+    # Scripts that stop reading: no traceback, the exit code as if they had read it all.
+    for args in (("jobs", "--all"), ("jobs", "--json", "--all"), ("show", "a/00.md")):
+        done = piped(config, *args)
+        assert done.returncode == 0 and done.stderr == "", (args, done.stderr)
+    assert piped(config, "status").returncode == 3  # not running: the workers are not
+    watching = piped(config, "status", "--watch", "--interval", "0.1", reader="head -1")
+    assert watching.returncode == 0 and watching.stderr == "", watching.stderr
+    # Cancel: two ids, then a folder, then everything.
+    first, second = (row["job_id"][:10] for row in rows("--all")[:2])
+    done = run_cli(config, "cancel", first, second)
+    assert done.returncode == 0 and done.stdout.count("  cancelled  ") == 2, done.stdout
+    done = run_cli(config, "cancel", "--pending", str(daemon.input / "a"))
+    left = [row for row in rows("--all") if row["state"] == "pending"]
+    assert not [row for row in left if row["source"].startswith("a/")], done.stdout
+    assert len(left) in (28, 29, 30) and "cancelled" in done.stdout.splitlines()[-1]
+    done = run_cli(config, "cancel", "--all")
+    assert done.stdout.splitlines()[-1].startswith(f"cancelled {len(left)} job")
+    assert {row["state"] for row in rows("--all")} == {"cancelled"}
+    assert daemon.stop() == 0
+    # The tasks were dropped: workers started now convert nothing.
+    workers = make_daemon("work")
+    wait_for(lambda: status_json(config)["workers"]["alive"], 30, "workers")
+    wait_for(lambda: status_json(config)["queue_depth"] == 0, 60, "the queue to drain")
+    assert not list(daemon.output.rglob("*.md"))
+    assert {row["state"] for row in rows("--all")} == {"cancelled"}
+    assert workers.stop() == 0
