@@ -8,9 +8,11 @@ import json
 import os
 import pty
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,3 +208,20 @@ def test_lists_pipes_and_bulk_cancel_on_sixty_waiting_jobs(make_daemon, tmp_path
     assert not list(daemon.output.rglob("*.md"))
     assert {row["state"] for row in rows("--all")} == {"cancelled"}
     assert workers.stop() == 0
+
+
+def test_a_second_stop_signal_puts_the_running_job_back_at_once(make_daemon) -> None:
+    config = {"workers": {"count": 1, "shutdown_timeout": 90}}
+    daemon = make_daemon("run", config=config, faults="slow:slow*:60")
+    drop(corpus("md/mixed.md"), daemon.input / "slow.md")
+    wait_for(lambda: (daemon.sidecar("slow.md") or {}).get("state") == "processing", 60, "start")
+    daemon.process.send_signal(signal.SIGINT)  # the first Ctrl-C: waits for the job
+    said = wait_for(lambda: daemon.events("work.stopping"), 30, "what stopping waits for")[0]
+    assert said["running"] == 1 and said["sources"] == ["slow.md"], said
+    assert "Ctrl-C again" in said["hint"] and "back in the queue" in said["hint"]
+    assert daemon.process.poll() is None  # still waiting: the job has a minute to go
+    started = time.monotonic()
+    assert daemon.stop() == 0  # the second Ctrl-C
+    assert time.monotonic() - started < 30  # not the job's minute, nor the 90 s timeout
+    assert daemon.sidecar("slow.md")["state"] == "pending"
+    assert status_json(daemon.config_file)["queue_depth"] == 1

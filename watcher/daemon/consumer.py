@@ -11,6 +11,8 @@ from huey.consumer import Consumer, ProcessEnvironment
 from huey.consumer import Worker as HueyWorker
 
 from watcher.backends.doorbell import Doorbell
+from watcher.commands.render import plural
+from watcher.daemon import inflight
 from watcher.daemon.guard import WorkerGuard
 from watcher.daemon.processes import die_with_parent
 from watcher.daemon.sdnotify import Notifier
@@ -77,7 +79,7 @@ class HotfolderConsumer(Consumer):
     worker_class = AnsweringWorker
 
     def __init__(self, services: Services, notifier: Notifier) -> None:
-        settings = services.settings
+        settings = self.settings = services.settings
         self.notifier = notifier
         super().__init__(
             services.queue.huey,
@@ -110,6 +112,8 @@ class HotfolderConsumer(Consumer):
         """STOPPING=1 as soon as huey begins to stop (its graceful wait for running jobs can
         take workers.shutdown_timeout), not once it is done; idle workers are woken to see it."""
         self.notifier.stopping()
+        if graceful:
+            self.say_what_stopping_waits_for()
         if self.bell is not None:
             self.stop_flag.set()
             self.bell.ring()
@@ -118,6 +122,19 @@ class HotfolderConsumer(Consumer):
         # handler runs between bytecodes): it is killed, and its job put back, so a stop
         # takes workers.shutdown_timeout and a few seconds, not forever.
         self.guard.kill_stuck(STOP_GRACE)
+
+    def say_what_stopping_waits_for(self) -> None:
+        running = [entry.source for entry in inflight.all_running(self.settings.workers_dir)]
+        if not running:
+            return
+        log.info(
+            "work.stopping",
+            running=len(running),
+            sources=running[:5],
+            waiting_up_to_s=self.settings.workers.shutdown_timeout,
+            hint=f"waiting for {plural(len(running), 'running job')} to finish; Ctrl-C again "
+            "(or a second SIGTERM) stops now and puts them back in the queue",
+        )
 
     def check_worker_health(self) -> bool:
         return self.guard.check(super().check_worker_health)

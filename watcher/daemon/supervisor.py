@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -48,8 +49,10 @@ def run_all(settings: Settings) -> int:
         )
         return 1
     stopping = threading.Event()
+    signals: list[int] = []
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
+        signals.append(signum)  # a second one: stop now (forwarded to the workers)
         stopping.set()
 
     signal.signal(signal.SIGINT, request_stop)
@@ -64,7 +67,7 @@ def run_all(settings: Settings) -> int:
             log.error("run.child_exited", child=dead[0], code=children[dead[0]].returncode)
             code = 1
             break
-    stop_children(children, settings.workers.shutdown_timeout + 10)
+    stop_children(children, settings.workers.shutdown_timeout + 10, lambda: len(signals) > 1)
     log.info("run.stopped", code=code)
     return code
 
@@ -86,15 +89,23 @@ def claim_state(state_dir: Path) -> int | str:
     return fd
 
 
-def stop_children(children: dict[str, subprocess.Popen[bytes]], timeout: float) -> None:
+def stop_children(
+    children: dict[str, subprocess.Popen[bytes]], timeout: float, now: Callable[[], bool]
+) -> None:
+    """SIGTERM to each child (graceful); once `now()` says a second stop signal came, a
+    second SIGTERM to the workers, which puts their running jobs back in the queue at once."""
     for child in children.values():
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout
+    hurried = False
     for name, child in children.items():
-        try:
-            child.wait(max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
+        while child.poll() is None and time.monotonic() < deadline:
+            if now() and not hurried and children["work"].poll() is None:
+                children["work"].send_signal(signal.SIGTERM)
+                hurried = True
+            time.sleep(0.1)
+        if child.poll() is None:
             log.error("run.child_killed", child=name)
             child.kill()
-            child.wait()
+        child.wait()
