@@ -4,6 +4,7 @@ than 50 jobs, cancelling by id, by folder and all at once, and status exit codes
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -17,8 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from tests.helpers import corpus, drop, hotfolder_argv, run_cli, status_json, wait_for
+from watcher.logs import configure_logging
+from watcher.settings import LogConfig
 
 READER_UID, GROUP_GID = 54321, 54322  # a user in the service's group: no passwd entry needed
 UMASK_0027 = ["sh", "-c", 'umask 0027 && exec "$@"', "sh"]  # the units' UMask=0027
@@ -225,3 +229,41 @@ def test_a_second_stop_signal_puts_the_running_job_back_at_once(make_daemon) -> 
     assert time.monotonic() - started < 30  # not the job's minute, nor the 90 s timeout
     assert daemon.sidecar("slow.md")["state"] == "pending"
     assert status_json(daemon.config_file)["queue_depth"] == 1
+
+
+def test_lines_carry_their_syslog_priority_when_stdout_is_the_journal(tmp_path: Path) -> None:
+    """As under systemd: JOURNAL_STREAM names stdout (its device and inode), and each line
+    starts with `<N>`, which journald takes as its priority; JSON follows."""
+    (tmp_path / "config.toml").write_text(
+        "[watch]\nsettle_seconds = 0.3\n[workers]\ncount = 1\npoll_max_delay = 0.25\n"
+    )
+    log = tmp_path / "journal.log"
+    with log.open("wb") as stdout:
+        stat = os.fstat(stdout.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}"}
+        run = subprocess.Popen(
+            hotfolder_argv("--config", str(tmp_path / "config.toml"), "run"),
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            (tmp_path / "input").mkdir(exist_ok=True)
+            (tmp_path / "input" / "bad.xyz").write_bytes(b"\x00 not a document")
+            wait_for(lambda: "job.failed" in log.read_text(), 60, "the job to fail")
+        finally:
+            run.send_signal(signal.SIGINT)
+            assert run.wait(60) == 0
+    lines = log.read_text().splitlines()
+    records = [(int(line[1]), json.loads(line[3:])) for line in lines if line.startswith("<")]
+    assert len(records) == len(lines), [line for line in lines if not line.startswith("<")][:3]
+    level = {"error": 3, "warning": 4, "info": 6, "debug": 7}
+    assert all(priority == level[record["level"]] for priority, record in records)
+    failed = [priority for priority, record in records if record["event"] == "job.failed"]
+    assert failed == [4], failed  # `journalctl -p warning` shows it
+    assert any(record["event"] == "work.started" and p == 6 for p, record in records)
+    # Anywhere else (a terminal, a file, a pipe) the lines stay as they were.
+    stream = io.StringIO()
+    configure_logging(LogConfig(format="json"), "watch", stream)
+    structlog.get_logger("test").warning("plain")
+    assert stream.getvalue().startswith("{")

@@ -16,6 +16,9 @@ from watcher.settings import EX_CONFIG, ConfigError, Settings, load_settings, us
 if TYPE_CHECKING:
     from watcher.services import Services
 
+# transformers (imported with docling-core's chunkers) says on stderr, outside the logs,
+# that PyTorch is missing: hotfolder never uses it.
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 DAEMONS = ("run", "watch", "work")
 LEVELS = ["debug", "info", "warning", "error"]
 FINISHED = tuple(state for state in STATES if state in TERMINAL)

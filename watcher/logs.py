@@ -1,4 +1,7 @@
 """structlog set up once per process: JSON lines off a TTY (journald), readable on a TTY.
+When stdout is the journal (systemd's JOURNAL_STREAM names it), each line starts with its
+syslog priority (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug), which journald takes
+as the entry's priority: `journalctl -p warning -u hotfolder-work` picks out the trouble.
 
 huey's and watchdog's stdlib loggers, and Python warnings, go through the same formatter.
 """
@@ -6,6 +9,7 @@ huey's and watchdog's stdlib loggers, and Python warnings, go through the same f
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import warnings
@@ -42,7 +46,8 @@ def configure_logging(config: LogConfig, process: str, stream: TextIO = sys.stdo
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
+    kind = JournalFormatter if is_journal(stream) else structlog.stdlib.ProcessorFormatter
+    formatter = kind(
         foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -63,6 +68,33 @@ def configure_logging(config: LogConfig, process: str, stream: TextIO = sys.stdo
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     logging.getLogger("huey.consumer").setLevel(root.level)
     warnings.showwarning = log_warning
+
+
+SYSLOG_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+class JournalFormatter(structlog.stdlib.ProcessorFormatter):
+    """Each line prefixed with its syslog priority, as journald reads it (sd-daemon(3))."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = SYSLOG_PRIORITY.get(record.levelno, 6)
+        return f"<{priority}>{super().format(record)}"
+
+
+def is_journal(stream: TextIO) -> bool:
+    """Whether `stream` is the journal: JOURNAL_STREAM holds its device and inode."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        stat = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return f"{stat.st_dev}:{stat.st_ino}" == f"{device}:{inode}"
 
 
 class Complaint:
