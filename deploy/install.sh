@@ -5,6 +5,7 @@
 #   sudo deploy/install.sh                       install (or update) and start hotfolder.target
 #   sudo deploy/install.sh uninstall             stop and remove it; config and data stay
 #   sudo deploy/install.sh uninstall --purge     ... and the config, the data and the user
+#                                                (asks first; --yes when not on a terminal)
 #
 # Settings, from the environment (defaults in brackets):
 #   PREFIX [/opt/hotfolder]      the virtualenv (PREFIX/venv), a copy of the README, hooks/
@@ -12,6 +13,7 @@
 #   DATA_DIR [/var/lib/hotfolder]  input, output, state, archive and quarantine folders
 #   SERVICE_USER [hotfolder]     the unprivileged user the services run as
 #   UNIT_DIR [/etc/systemd/system]
+#   BIN_DIR [/usr/local/bin]     the `hotfolder` command, which reads CONFIG_DIR's config
 #   PYTHON [python3]             a Python >= 3.11 with venv
 #   DESTDIR []                   a staging root: everything is written below it, and no user
 #                                is created, nothing is chowned, systemctl is not run
@@ -23,6 +25,7 @@ CONFIG_DIR=${CONFIG_DIR:-/etc/hotfolder}
 DATA_DIR=${DATA_DIR:-/var/lib/hotfolder}
 SERVICE_USER=${SERVICE_USER:-hotfolder}
 UNIT_DIR=${UNIT_DIR:-/etc/systemd/system}
+BIN_DIR=${BIN_DIR:-/usr/local/bin}
 PYTHON=${PYTHON:-python3}
 ROOT=${DESTDIR:-}
 UNITS=(hotfolder-watch.service hotfolder-work.service hotfolder.target)
@@ -171,13 +174,62 @@ install_all() {
     install_user
     install_folders
     install_venv
+    install_command
     install_config
     install_units
     start_units
 }
 
+COMMAND_MARK="# hotfolder's command, written by deploy/install.sh"
+
+install_command() {
+    # `hotfolder status` for anyone on the machine, on the service's configuration.
+    mkdir -p "$ROOT$BIN_DIR"
+    local command=$ROOT$BIN_DIR/hotfolder
+    if [[ -e $command ]] && ! grep -qF "$COMMAND_MARK" "$command"; then
+        say "left $BIN_DIR/hotfolder alone: it is not ours"
+        return 0
+    fi
+    printf '#!/bin/sh\n%s\nexport HOTFOLDER_CONFIG="${HOTFOLDER_CONFIG:-%s}"\nexec %s "$@"\n' \
+        "$COMMAND_MARK" "$CONFIG_DIR/config.toml" "$PREFIX/venv/bin/hotfolder" >"$command.tmp"
+    chmod 0755 "$command.tmp"
+    if cmp -s "$command.tmp" "$command"; then
+        rm -f "$command.tmp"  # unchanged: an update leaves it as it was
+    else
+        mv -f "$command.tmp" "$command"
+    fi
+}
+
+confirm_purge() {
+    # Everything in DATA_DIR goes: the inputs, the outputs, the archive. Ask a person;
+    # a script says --yes.
+    local answer files
+    files=$(find "$ROOT$DATA_DIR" -type f 2>/dev/null | wc -l)
+    if [[ ${1:-} == --yes ]]; then
+        return 0
+    fi
+    if [[ ! -t 0 ]]; then
+        echo "hotfolder-install: uninstall --purge deletes $files files in $DATA_DIR (every" \
+            "input and output document) and $CONFIG_DIR; add --yes to do it without asking" >&2
+        exit 2
+    fi
+    printf 'This deletes %s files in %s (every input and output document), %s and the user %s.\nType "purge" to go on: ' \
+        "$files" "$DATA_DIR" "$CONFIG_DIR" "$SERVICE_USER"
+    read -r answer
+    if [[ $answer != purge ]]; then
+        say "nothing removed"
+        exit 1
+    fi
+}
+
 uninstall_all() {
     local purge=${1:-} unit
+    if [[ $purge == --purge ]]; then
+        confirm_purge "${2:-}"
+    elif [[ -n $purge ]]; then
+        echo "usage: $0 uninstall [--purge [--yes]]" >&2
+        exit 2
+    fi
     if ! staging; then
         systemctl disable --now hotfolder.target hotfolder-watch.service \
             hotfolder-work.service 2>/dev/null || true
@@ -188,7 +240,10 @@ uninstall_all() {
     done
     staging || systemctl daemon-reload
     rm -rf "${ROOT:?}$PREFIX"
-    say "removed the units and $PREFIX"
+    if grep -qsF "$COMMAND_MARK" "$ROOT$BIN_DIR/hotfolder"; then
+        rm -f "$ROOT$BIN_DIR/hotfolder"
+    fi
+    say "removed the units, $BIN_DIR/hotfolder and $PREFIX"
     if [[ $purge == --purge ]]; then
         rm -rf "${ROOT:?}$DATA_DIR" "${ROOT:?}$CONFIG_DIR"
         staging || userdel "$SERVICE_USER" 2>/dev/null || true
@@ -200,9 +255,9 @@ uninstall_all() {
 
 case ${1:-install} in
 install) install_all ;;
-uninstall) uninstall_all "${2:-}" ;;
+uninstall) uninstall_all "${2:-}" "${3:-}" ;;
 *)
-    echo "usage: $0 [install | uninstall [--purge]]" >&2
+    echo "usage: $0 [install | uninstall [--purge [--yes]]]" >&2
     exit 2
     ;;
 esac

@@ -26,6 +26,7 @@ MAX_EXPOSURE = 2.0
 def install(stage: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(REPO / "deploy" / "install.sh"), *args],
+        stdin=subprocess.DEVNULL,  # no terminal: nothing can be asked
         capture_output=True,
         text=True,
         timeout=600,
@@ -76,6 +77,9 @@ def test_installer_stages_the_same_tree_twice_with_units_systemd_accepts(tmp_pat
         in work
     )
     assert (stage / "opt/hotfolder/venv/bin/hotfolder").is_file()
+    command = (stage / "usr/local/bin/hotfolder").read_text()  # on PATH, on this config
+    assert 'HOTFOLDER_CONFIG="${HOTFOLDER_CONFIG:-/etc/hotfolder/config.toml}"' in command
+    assert "exec /opt/hotfolder/venv/bin/hotfolder" in command
     assert not list((stage / UNIT_DIR).glob("*.d"))  # the SQLite queue needs no network
 
     # With the Redis queue, a drop-in gives both units the network; they stay hardened.
@@ -123,10 +127,15 @@ def test_installer_stages_the_same_tree_twice_with_units_systemd_accepts(tmp_pat
     kept = install(stage, "uninstall")
     assert kept.returncode == 0, kept.stderr
     assert not (stage / "opt/hotfolder").exists() and not (stage / UNIT_DIR / SERVICES[0]).exists()
+    assert not (stage / "usr/local/bin/hotfolder").exists()
     assert (stage / "etc/hotfolder/config.toml").exists() and (
         stage / "var/lib/hotfolder/input"
     ).is_dir()
-    purged = install(stage, "uninstall", "--purge")
+    # Purging deletes every document: not without a yes (here no terminal can give one).
+    refused = install(stage, "uninstall", "--purge")
+    assert refused.returncode == 2 and "--yes" in refused.stderr, refused.stderr
+    assert (stage / "var/lib/hotfolder/input").is_dir()
+    purged = install(stage, "uninstall", "--purge", "--yes")
     assert purged.returncode == 0 and not (stage / "var/lib/hotfolder").exists()
     assert not (stage / "etc/hotfolder").exists()
 
