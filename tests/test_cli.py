@@ -243,6 +243,7 @@ def test_doctor_and_convert(make_daemon, tmp_path) -> None:
     healthy = run_cli(daemon.config_file, "doctor", timeout=120)
     assert healthy.returncode == 0 and "all checks passed" in healthy.stdout, healthy.stdout
     assert "ok    PDF backend imports" in healthy.stdout
+    assert "inotify watches:" in healthy.stdout  # observer = "auto" on a local disk: inotify
     assert daemon.stop() == 0
     down = run_cli(daemon.config_file, "doctor", timeout=120)
     assert down.returncode == 1
@@ -266,6 +267,7 @@ def test_doctor_and_convert(make_daemon, tmp_path) -> None:
     assert failed.returncode == 1 and "failed: corrupt" in failed.stderr, failed.stderr
     answer = next(line for line in failed.stderr.splitlines() if line.startswith("failed: "))
     assert "broken.pdf" in answer and "scratch" not in answer  # names the input, not its copy
+    assert failed.stderr.strip() == answer  # said once, not three times
 
 
 def test_index_is_rebuilt_from_the_sidecars(make_daemon) -> None:

@@ -329,8 +329,10 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command in DAEMONS:
         configure_logging(settings.log, command, sys.stdout)
     else:  # an operator command answers on stdout; only warnings and errors go to stderr
+        # `convert` says how it went in its last line: its log says only errors.
+        least = "error" if command == "convert" else "warning"
         quiet = settings.log.model_copy(
-            update={"level": max(settings.log.level, "warning", key=LEVELS.index)}
+            update={"level": max(settings.log.level, least, key=LEVELS.index)}
         )
         configure_logging(quiet, command, sys.stderr)
     if command in DAEMONS:

@@ -118,16 +118,29 @@ class Complaint:
             self.current = None
 
 
+# huey's lines that say nothing to an operator: its one task listed at start, and a
+# cancelled job's task met in the queue (the cancel was logged when it was made: with
+# `cancel --all` this would be a warning per job).
+HUEY_CHATTER = ("The following commands are available", "Task %s was revoked, not executing")
+DOCLING_INVALID = "Input document %s is not valid."
+
+
 class OncePerMinute(logging.Filter):
     """huey's own errors once a minute each: while Redis is down, every worker would log
-    the same traceback at every poll."""
+    the same traceback at every poll. Its chatter (HUEY_CHATTER), never."""
 
     def __init__(self) -> None:
         super().__init__()
         self.last: dict[tuple[str, str], float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("huey") or record.levelno < logging.WARNING:
+        if record.name.startswith("docling") and record.msg == DOCLING_INVALID:
+            return False  # job.failed says it, naming the file, not its private copy
+        if not record.name.startswith("huey"):
+            return True
+        if str(record.msg).startswith(HUEY_CHATTER):
+            return False
+        if record.levelno < logging.WARNING:
             return True
         key = (record.name, str(record.msg))
         now = time.monotonic()

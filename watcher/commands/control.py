@@ -46,6 +46,7 @@ def progress(done: int, total: int) -> None:
 
 def retry_jobs(services: Services, targets: list[str], all_failed: bool) -> int:
     ledger, leases = services.ledger, services.leases
+    input_dir = services.settings.input_dir
     if all_failed:
         statuses = [s for s in map(ledger.read, failed_sources(services)) if s is not None]
     else:
@@ -53,8 +54,14 @@ def retry_jobs(services: Services, targets: list[str], all_failed: bool) -> int:
     code = 0
     for status in statuses:
         if status.state not in ("failed", "cancelled"):
+            again = (
+                f"; to convert it again: hotfolder enqueue --force {input_dir / status.source}"
+                if status.state == "completed"
+                else ""
+            )
             print(
-                f"{status.source}: is {status.state}, only failed or cancelled jobs are retried",
+                f"hotfolder: {status.source} is {status.state}: only failed or cancelled jobs "
+                f"are retried{again}",
                 file=sys.stderr,
             )
             code = 1
@@ -95,7 +102,10 @@ def cancel_jobs(
     closed, asked, code = [], [], 0
     for status in statuses:
         if status.state in TERMINAL:
-            print(f"{status.source}: already {status.state}, nothing to cancel", file=sys.stderr)
+            print(
+                f"hotfolder: {status.source} is already {status.state}: nothing to cancel",
+                file=sys.stderr,
+            )
             code = 1
             continue
         with leases.hold(status.source) as lease:

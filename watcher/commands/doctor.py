@@ -63,8 +63,11 @@ def check_disk(settings: Settings) -> list[Check]:
 
 
 def check_inotify(settings: Settings) -> list[Check]:
-    if settings.watch.observer != "native":
-        return [(True, "polling observer configured (no inotify watches needed)", "")]
+    from watcher.daemon.observer import uses_inotify
+
+    if not uses_inotify(settings.watch, settings.input_dir):
+        why = "configured" if settings.watch.observer == "polling" else "network file system"
+        return [(True, f"polling observer ({why}; no inotify watches needed)", "")]
     limit_file = Path("/proc/sys/fs/inotify/max_user_watches")
     if not limit_file.exists():
         return [(False, "inotify is available", 'set watch.observer = "polling"')]

@@ -262,13 +262,19 @@ def folder_identity(path: Path) -> tuple[int, int] | None:
     return (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
 
 
+def uses_inotify(config: WatchConfig, input_dir: Path) -> bool:
+    """Whether the watcher watches `input_dir` with inotify (`auto`: unless it lies on a
+    network file system)."""
+    return config.observer == "native" or (
+        config.observer == "auto" and file_system(input_dir) not in NETWORK_FILE_SYSTEMS
+    )
+
+
 def start_observer(config: WatchConfig, input_dir: Path, handler: Handoff) -> BaseObserver:
     """inotify, or polling: when configured, when `auto` finds a network file system, or
     when inotify runs out of watches."""
     kind = file_system(input_dir)
-    native = config.observer == "native" or (
-        config.observer == "auto" and kind not in NETWORK_FILE_SYSTEMS
-    )
+    native = uses_inotify(config, input_dir)
     if config.observer == "auto" and not native:
         log.info("watch.polling", file_system=kind, reason="inotify misses other hosts' writes")
     if native:
