@@ -269,3 +269,15 @@ def test_lines_carry_their_syslog_priority_when_stdout_is_the_journal(tmp_path: 
     configure_logging(LogConfig(format="json"), "watch", stream)
     structlog.get_logger("test").warning("plain")
     assert stream.getvalue().startswith("{")
+
+
+def test_huey_consumer_on_the_queue_module_says_to_run_hotfolder_work(tmp_path: Path) -> None:
+    consumer = Path(sys.executable).parent / "huey_consumer"
+    done = subprocess.run(
+        [str(consumer), "watcher.queue.hotfolder"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode != 0 and "Run `hotfolder work` instead" in done.stderr, done.stderr

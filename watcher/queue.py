@@ -107,3 +107,15 @@ def build_queue(backend: Backend, repair: bool = True, patience: float | None = 
 
     queue = Queue(huey, huey.task(name=TASK_NAME, context=True)(convert), busy=backend.busy)
     return queue
+
+
+def __getattr__(name: str) -> object:
+    """`huey_consumer watcher.queue.huey` (or `.hotfolder`): say why not, and what to run."""
+    if name in ("huey", "hotfolder", "HUEY"):
+        raise AttributeError(
+            f"watcher.queue.{name}: hotfolder has no module-level huey instance (its queue is "
+            "built from the config at run time) and its tasks run only in hotfolder's "
+            "workers. Run `hotfolder work` instead of huey_consumer: see the README's "
+            "'If you know huey'."
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
