@@ -68,12 +68,43 @@ install_venv() {
     if [[ -f $venv/.hotfolder-source && $(cat "$venv/.hotfolder-source") == "$stamp" ]]; then
         return 0
     fi
-    "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "hotfolder needs Python >= 3.11"'
     [[ -x $venv/bin/python ]] || "$PYTHON" -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --upgrade pip 2>&1 | { grep -v '^WARNING: Location' || true; }
     "$venv/bin/python" -m pip install --quiet "$SOURCE" 2>&1 | { grep -v '^WARNING: Location' || true; }
+    staging && relocate "$venv"
     echo "$stamp" >"$venv/.hotfolder-source"
     say "installed hotfolder into $PREFIX/venv"
+}
+
+check_python() {
+    # Before anything is created: an old Python fails here, not half-way.
+    if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        echo "hotfolder-install: hotfolder needs Python 3.11 or newer; $PYTHON is" \
+            "$("$PYTHON" --version 2>&1 || echo missing). Set PYTHON=/path/to/python3.11." >&2
+        exit 1
+    fi
+}
+
+relocate() {
+    # A staged venv's scripts name the staging root in their first line; where the package
+    # installs them, they must name PREFIX.
+    local venv=$1 script
+    for script in "$venv"/bin/*; do
+        [[ -f $script && ! -L $script ]] || continue
+        if head -n1 "$script" | grep -qF "#!$ROOT$PREFIX/"; then
+            sed -i "1s|^#!$ROOT$PREFIX/|#!$PREFIX/|" "$script"
+        fi
+    done
+    sed -i "s|$ROOT$PREFIX/venv|$PREFIX/venv|g" "$venv"/bin/activate*
+}
+
+install_completion() {
+    # Shell completion, from the CLI's own parser.
+    local bash_dir=$ROOT/usr/share/bash-completion/completions
+    local zsh_dir=$ROOT/usr/local/share/zsh/site-functions
+    mkdir -p "$bash_dir" "$zsh_dir"
+    "$ROOT$PREFIX/venv/bin/python" -m watcher.cli --print-completion bash >"$bash_dir/hotfolder"
+    "$ROOT$PREFIX/venv/bin/python" -m watcher.cli --print-completion zsh >"$zsh_dir/_hotfolder"
 }
 
 install_config() {
@@ -171,10 +202,12 @@ start_units() {
 }
 
 install_all() {
+    check_python
     install_user
     install_folders
     install_venv
     install_command
+    install_completion
     install_config
     install_units
     start_units
@@ -243,6 +276,8 @@ uninstall_all() {
     if grep -qsF "$COMMAND_MARK" "$ROOT$BIN_DIR/hotfolder"; then
         rm -f "$ROOT$BIN_DIR/hotfolder"
     fi
+    rm -f "$ROOT/usr/share/bash-completion/completions/hotfolder" \
+        "$ROOT/usr/local/share/zsh/site-functions/_hotfolder"
     say "removed the units, $BIN_DIR/hotfolder and $PREFIX"
     if [[ $purge == --purge ]]; then
         rm -rf "${ROOT:?}$DATA_DIR" "${ROOT:?}$CONFIG_DIR"

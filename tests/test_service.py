@@ -23,14 +23,14 @@ SERVICES = ("hotfolder-watch.service", "hotfolder-work.service")
 MAX_EXPOSURE = 2.0
 
 
-def install(stage: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def install(stage: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(REPO / "deploy" / "install.sh"), *args],
         stdin=subprocess.DEVNULL,  # no terminal: nothing can be asked
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "DESTDIR": str(stage)},
+        env={**os.environ, "DESTDIR": str(stage), **env},
     )
 
 
@@ -58,6 +58,14 @@ def add_systemd_units(stage: Path) -> Path:
 
 @pytest.mark.slow
 def test_installer_stages_the_same_tree_twice_with_units_systemd_accepts(tmp_path) -> None:
+    # A Python too old fails before anything is created.
+    old_python = tmp_path / "python3.10"
+    old_python.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "Python 3.10.12"\nexit 1\n')
+    old_python.chmod(0o755)
+    refused = install(tmp_path / "old", PYTHON=str(old_python))
+    assert refused.returncode == 1 and "Python 3.11 or newer" in refused.stderr, refused.stderr
+    assert "3.10.12" in refused.stderr and not (tmp_path / "old").exists()
+
     stage = tmp_path / "stage"
     first = install(stage)
     assert first.returncode == 0, first.stderr
@@ -77,6 +85,11 @@ def test_installer_stages_the_same_tree_twice_with_units_systemd_accepts(tmp_pat
         in work
     )
     assert (stage / "opt/hotfolder/venv/bin/hotfolder").is_file()
+    script = stage / "opt/hotfolder/venv/bin/hotfolder"  # as it will lie once unpacked
+    assert script.read_text().splitlines()[0] == "#!/opt/hotfolder/venv/bin/python"
+    completion = stage / "usr/share/bash-completion/completions/hotfolder"
+    assert "--pending" in completion.read_text()  # generated from the CLI's parser
+    assert (stage / "usr/local/share/zsh/site-functions/_hotfolder").is_file()
     command = (stage / "usr/local/bin/hotfolder").read_text()  # on PATH, on this config
     assert 'HOTFOLDER_CONFIG="${HOTFOLDER_CONFIG:-/etc/hotfolder/config.toml}"' in command
     assert "exec /opt/hotfolder/venv/bin/hotfolder" in command
@@ -127,7 +140,7 @@ def test_installer_stages_the_same_tree_twice_with_units_systemd_accepts(tmp_pat
     kept = install(stage, "uninstall")
     assert kept.returncode == 0, kept.stderr
     assert not (stage / "opt/hotfolder").exists() and not (stage / UNIT_DIR / SERVICES[0]).exists()
-    assert not (stage / "usr/local/bin/hotfolder").exists()
+    assert not (stage / "usr/local/bin/hotfolder").exists() and not completion.exists()
     assert (stage / "etc/hotfolder/config.toml").exists() and (
         stage / "var/lib/hotfolder/input"
     ).is_dir()

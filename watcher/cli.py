@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+import shtab
+
 from handlers.sidecar import STATES, TERMINAL
 from watcher.settings import EX_CONFIG, ConfigError, Settings, load_settings, used_dirs
 
@@ -91,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
     )
     top = argparse.ArgumentParser(prog="hotfolder", description=__doc__, parents=[config])
     top.add_argument("--version", action="version", version=version_line())
+    shtab.add_argument_to(top, ["--print-completion"], help="print a shell completion script")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     describe(sub, "run", "watcher and workers together, in the foreground", config)
     describe(sub, "watch", "the folder watcher and reconciler only", config)
