@@ -14,16 +14,21 @@ FAST := not daemon and not redis and not systemd and not slow
 
 .PHONY: install run lint check test test-systemd bench clean
 
-$(VENV)/.installed: pyproject.toml
+# `make run` installs hotfolder alone; the test, lint and bench targets add the test extras.
+$(VENV)/.installed-run: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "hotfolder needs Python >= 3.11"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip install --quiet -e . 2>&1 | $(QUIET_PIP)
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-run
 	$(BIN)/python -m pip install --quiet -e '.[test]' 2>&1 | $(QUIET_PIP)
 	touch $@
 
 install: $(VENV)/.installed
 
-run: install
+run: $(VENV)/.installed-run
 	$(BIN)/hotfolder --config config.toml run
 
 lint: install
