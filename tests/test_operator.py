@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -143,14 +144,22 @@ def shlex_quote(text: str) -> str:
     return shlex.quote(text)
 
 
-def on_a_terminal(config: Path, *args: str) -> str:
-    """What the CLI prints when stdout is a terminal (a pseudo-terminal here)."""
+def on_a_terminal(config: Path, *args: str, seconds: float | None = None) -> str:
+    """What the CLI prints when stdout is a terminal (a pseudo-terminal here); after
+    `seconds`, if given, a Ctrl-C (SIGINT) ends it."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: exec the CLI on the terminal
         argv = hotfolder_argv("--config", str(config), *args)
         os.execvp(argv[0], argv)
     chunks = []
+    deadline = None if seconds is None else time.monotonic() + seconds
     while True:
+        if deadline is not None and time.monotonic() > deadline:
+            os.kill(pid, signal.SIGINT)
+            deadline = None
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            continue
         try:
             chunk = os.read(fd, 65536)
         except OSError:  # EIO: the child closed the terminal
@@ -158,7 +167,8 @@ def on_a_terminal(config: Path, *args: str) -> str:
         if not chunk:
             break
         chunks.append(chunk)
-    os.waitpid(pid, 0)
+    _, code = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(code) == 0, b"".join(chunks)[-500:]
     return b"".join(chunks).decode()
 
 
@@ -221,6 +231,10 @@ def test_a_second_stop_signal_puts_the_running_job_back_at_once(make_daemon) -> 
     daemon = make_daemon("run", config=config, faults="slow:slow*:60")
     drop(corpus("md/mixed.md"), daemon.input / "slow.md")
     wait_for(lambda: (daemon.sidecar("slow.md") or {}).get("state") == "processing", 60, "start")
+    # On a terminal, the live view: the running job with its progress bar, redrawn in place.
+    live = on_a_terminal(daemon.config_file, "status", "--watch", "--interval", "0.3", seconds=3)
+    assert "slow.md" in live and "━" in live and "workers: running" in live, live[-800:]
+    assert "\x1b[1A" in live  # the cursor moves up: the view is redrawn, not appended
     daemon.process.send_signal(signal.SIGINT)  # the first Ctrl-C: waits for the job
     said = wait_for(lambda: daemon.events("work.stopping"), 30, "what stopping waits for")[0]
     assert said["running"] == 1 and said["sources"] == ["slow.md"], said

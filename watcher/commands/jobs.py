@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 from handlers.sidecar import JobStatus, now_iso
-from watcher.commands.render import local_time, local_zone
+from watcher.commands.render import STATE_STYLES, local_time, local_zone, on_terminal, show
 from watcher.services import Services
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -95,6 +94,44 @@ def render_jobs(rows: list[dict[str, object]]) -> str:
             f"{local_time(row['finished_at']):<19}  {printable(row['source'])}{note}"
         )
     return "\n".join(lines)
+
+
+def jobs_table(rows: list[dict[str, object]], more: int) -> object:
+    """The jobs as a rich table, for a terminal."""
+    from rich.table import Table
+    from rich.text import Text
+
+    zone = local_zone()
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name, justify in (
+        ("JOB ID", "left"),
+        ("STATE", "left"),
+        ("PROG", "right"),
+        ("PRIO", "right"),
+        ("TRY", "right"),
+        (f"CREATED ({zone})", "left"),
+        (f"FINISHED ({zone})", "left"),
+        ("SOURCE", "left"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=name != "SOURCE")  # type: ignore[arg-type]
+    for row in rows:
+        state = str(row["state"])
+        source = Text(printable(row["source"]))
+        if row["error_type"]:
+            source.append(f"  ({row['error_type']})", style="red")
+        table.add_row(
+            str(row["job_id"])[:12],
+            Text(state, style=STATE_STYLES.get(state, "")),
+            f"{row['progress']}%",
+            str(row["priority"]),
+            str(row["attempts"]),
+            local_time(row["created_at"]),
+            local_time(row["finished_at"]),
+            source,
+        )
+    if more:
+        table.caption = f"... and {more} more (--limit N or --all to see them)"
+    return table
 
 
 def printable(text: object) -> str:
@@ -211,7 +248,10 @@ def jobs_command(
     as_json: bool,
 ) -> int:
     rows, more = list_jobs(services, states, since, sort, limit)
-    print(json.dumps(rows, indent=2) if as_json else render_jobs(rows))
-    if more and sys.stdout.isatty():  # a script asks for what it needs with --limit/--all
-        print(f"... and {more} more (--limit N or --all to see them)")
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    elif on_terminal() and rows:  # a script asks for what it needs with --limit/--all
+        show(jobs_table(rows, more))
+    else:
+        print(render_jobs(rows))
     return 0

@@ -39,3 +39,24 @@ def bar(done: int | None, total: int | None, unit: str = "pages", width: int = 2
     return (
         f"[{'#' * filled}{'-' * (width - filled)}] {int(fraction * 100):3d}% {done}/{total} {unit}"
     )
+
+
+STATE_STYLES = {
+    "pending": "yellow",
+    "processing": "cyan",
+    "completed": "green",
+    "failed": "bold red",
+    "cancelled": "dim",
+}
+
+
+def on_terminal() -> bool:
+    """A person reads stdout: rich tables and a live view; a script gets plain text."""
+    return sys.stdout.isatty()
+
+
+def show(renderable: object) -> None:
+    """Print a rich renderable on the terminal (soft-wrapped to its width)."""
+    from rich.console import Console
+
+    Console().print(renderable)

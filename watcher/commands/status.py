@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from handlers.sidecar import STATES, age_of, now_iso
-from watcher.commands.render import bar, plural, reader_gone
+
+if TYPE_CHECKING:
+    from rich.console import Group
+from watcher.commands.render import STATE_STYLES, bar, on_terminal, plural, reader_gone
 from watcher.heartbeat import read_heartbeat
 from watcher.services import Services
 
@@ -132,9 +136,10 @@ def show_status(services: Services, as_json: bool) -> int:
 
 
 def watch_status(services: Services, interval: float, as_json: bool = False) -> int:
-    """Redraw until Ctrl-C: in place on a terminal, frame after frame otherwise; with
+    """Redraw until Ctrl-C: a live view on a terminal, frame after frame otherwise; with
     `as_json`, one JSON object per line, stamped."""
-    tty = sys.stdout.isatty() and not as_json
+    if on_terminal() and not as_json:
+        return live_status(services, interval)
     try:
         while True:
             report = collect(services)
@@ -142,12 +147,76 @@ def watch_status(services: Services, interval: float, as_json: bool = False) -> 
                 sys.stdout.write(json.dumps({"at": now_iso(), **report}) + "\n")
             else:
                 stamp = time.strftime("%H:%M:%S %Z")
-                prefix = "\x1b[H\x1b[2J" if tty else "\n"
                 frame = render(report)
-                sys.stdout.write(f"{prefix}hotfolder status  {stamp}  (Ctrl-C to stop)\n{frame}\n")
+                sys.stdout.write(f"\nhotfolder status  {stamp}  (Ctrl-C to stop)\n{frame}\n")
             sys.stdout.flush()
             if reader_gone():
                 return 0
             time.sleep(interval)
     except KeyboardInterrupt:
         return 0
+
+
+def live_status(services: Services, interval: float) -> int:
+    """The status redrawn in place (rich's Live), a progress bar per running job."""
+    from rich.live import Live
+
+    try:
+        with Live(view(collect(services)), auto_refresh=False, screen=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(view(collect(services)), refresh=True)
+    except KeyboardInterrupt:
+        return 0
+
+
+def view(report: dict[str, object]) -> Group:
+    """`render`'s content for a terminal: liveness in colour, the counts in a table, a bar
+    per running job."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    def alive(part: str) -> Text:
+        line = liveness(report[part], part)  # type: ignore[arg-type]
+        return Text(line, style="green" if "running (" in line else "bold red")
+
+    states = report["states"]
+    assert isinstance(states, dict)
+    counts = Table(box=None, show_header=False, pad_edge=False)
+    counts.add_column(no_wrap=True)
+    counts.add_column(justify="right")
+    for state in STATES:
+        counts.add_row(Text(state, style=STATE_STYLES[state]), str(states[state]))
+    counts.add_row(Text("total", style="bold"), str(report["total"]))
+    oldest = report["oldest_pending_age_s"]
+    stamp = time.strftime("%H:%M:%S %Z")
+    parts: list[object] = [
+        Text(f"hotfolder status  {stamp}  (Ctrl-C to stop)", style="bold"),
+        f"input  {report['input']}\noutput {report['output']}",
+        alive("watcher"),
+        alive("workers"),
+        counts,
+        queue_line(report),
+        f"throughput  {report['jobs_per_minute']} jobs/min (last {RATE_WINDOW_MIN} min)",
+        f"oldest pending {'-' if oldest is None else f'{oldest:.0f} s'}",
+    ]
+    running = report["processing"]
+    assert isinstance(running, list)
+    if running:
+        jobs = Table(box=None, header_style="bold", pad_edge=False, title_justify="left")
+        for name in ("JOB ID", "PROGRESS", "", "SOURCE"):
+            jobs.add_column(name, no_wrap=name != "SOURCE")
+        for job in running:
+            total = job["pages_total"] or 100
+            done = job["pages_done"] if job["pages_total"] else job["progress"]
+            unit = f"{done}/{total} pages" if job["pages_total"] else f"{done}%"
+            jobs.add_row(
+                job["job_id"][:12],
+                ProgressBar(total=total, completed=done, width=24),
+                unit,
+                job["source"],
+            )
+        parts.append(jobs)
+    return Group(*parts)  # type: ignore[arg-type]
