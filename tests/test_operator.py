@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -92,10 +93,25 @@ def test_a_member_of_the_service_group_reads_status_jobs_and_show(
 
 
 def test_reading_commands_create_nothing_on_a_fresh_config(tmp_path: Path) -> None:
-    (tmp_path / "config.toml").write_text("")
-    assert run_cli(tmp_path / "config.toml", "status").returncode == 3  # nothing runs
-    assert json.loads(run_cli(tmp_path / "config.toml", "jobs", "--json").stdout) == []
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    assert run_cli(config, "status").returncode == 3  # nothing runs
+    assert json.loads(run_cli(config, "jobs", "--json").stdout) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+    # Bad intervals and durations are usage errors (2), said in one line.
+    for args in (("status", "--watch", "--interval", "0"), ("status", "--interval", "-1")):
+        bad = run_cli(config, *args)
+        assert bad.returncode == 2 and "0.1 s or more" in bad.stderr, bad.stderr
+    bad = run_cli(config, "jobs", "--since", "3x")
+    assert bad.returncode == 2 and "not a duration" in bad.stderr
+    bad = run_cli(config, "jobs", "--state", "done")
+    assert bad.returncode == 2 and "states are pending" in bad.stderr
+    bad = run_cli(config, "cancel", "--all", "abc")
+    assert bad.returncode == 2 and "one of them" in bad.stderr
+    # One file, one noun.
+    (tmp_path / "note.md").write_text("# A note\n")
+    said = run_cli(config, "enqueue", str(tmp_path / "note.md"))
+    assert said.returncode == 0 and said.stdout.strip().endswith("1 file: 1 enqueued"), said
 
 
 def test_the_config_is_found_as_users_expect(tmp_path: Path) -> None:
@@ -203,6 +219,20 @@ def test_lists_pipes_and_bulk_cancel_on_sixty_waiting_jobs(make_daemon, tmp_path
     assert piped(config, "status").returncode == 3  # not running: the workers are not
     watching = piped(config, "status", "--watch", "--interval", "0.1", reader="head -1")
     assert watching.returncode == 0 and watching.stderr == "", watching.stderr
+    lines = piped(config, "status", "--json", "--watch", "--interval", "0.1", reader="head -2")
+    frames = [json.loads(line) for line in lines.stdout.splitlines()]  # JSON lines
+    assert len(frames) == 2 and all(f["states"]["pending"] == 60 and f["at"] for f in frames)
+    # Times in the machine's zone, named; JSON keeps UTC.
+    india = subprocess.run(
+        hotfolder_argv("--config", str(config), "jobs", "--limit", "1"),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TZ": "Asia/Kolkata"},
+    ).stdout.splitlines()
+    created = rows("--limit", "1")[0]["created_at"]
+    assert "CREATED (IST)" in india[0] and created.endswith("Z"), india
+    moment = datetime.fromisoformat(created.replace("Z", "+00:00")) + timedelta(hours=5, minutes=30)
+    assert moment.strftime("%Y-%m-%d %H:%M:%S") in india[1], (india, created)
     # Cancel: two ids, then a folder, then everything.
     first, second = (row["job_id"][:10] for row in rows("--all")[:2])
     done = run_cli(config, "cancel", first, second)
