@@ -3,6 +3,7 @@ leases, the job ledger (sidecars mirrored into the job index) and the job policy
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -44,7 +45,7 @@ class Services:
         resynced when no sync began within a reconcile interval (a host that runs only
         workers has no reconciler to do it)."""
         index = self.index
-        if self.backend.shared:
+        if self.backend.shared and not index.read_only:
             synced = index.synced_at()
             if synced is None or synced < now_iso(-self.settings.jobs.reconcile_interval):
                 index.sync(self.ledger.all(), now_iso())
@@ -56,12 +57,20 @@ def open_services(settings: Settings, repair: bool = True, daemon: bool = False)
     return Services(
         settings=settings,
         backend=backend,
-        ledger=open_ledger(settings, read_only=not repair),
+        ledger=open_ledger(settings, read_only=not repair and not writable(settings)),
         leases=backend.leases(),
         policy=job_policy(settings),
         repair=repair,
         daemon=daemon,
     )
+
+
+def writable(settings: Settings) -> bool:
+    """Whether this user may write the job index that exists: a command that only reads
+    then keeps it in step (on Redis, with the other hosts' sidecars); one that may not, or
+    that finds none, reads it as it is and creates nothing."""
+    index = settings.state_dir / "index.db"
+    return index.exists() and os.access(index, os.W_OK) and os.access(index.parent, os.W_OK)
 
 
 def open_ledger(settings: Settings, read_only: bool = False) -> Ledger:
