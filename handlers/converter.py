@@ -38,6 +38,8 @@ class ConversionOptions:
     chunker: str = "hierarchical"  # or "hybrid": split and merged to chunk_max_tokens
     chunk_tokenizer: str = ""  # a folder with the hybrid chunker's tokenizer files
     chunk_max_tokens: int = 512
+    pdf_passwords_file: str = ""  # candidate passwords for protected PDFs, one per line
+    page_range: tuple[int, int] | None = None  # 1-based, inclusive: only these pages
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Conversion:
     warnings: list[str] = field(default_factory=list)
     partial: bool = False
     turns: dict[int, int] = field(default_factory=dict)  # page -> how its OCR'd text lies
+    decrypted: bool = False  # a password from jobs.pdf_passwords_file opened it
 
 
 class Converter(Protocol):
@@ -67,8 +70,18 @@ class DoclingConverter:
 
     def convert(self, source: Path, on_pages: Progress, max_pages: int = 0) -> Conversion:
         from handlers.ocr.pipeline import text_turns
+        from handlers.passwords import unlock
 
-        result = convert(self.docling, source, on_pages, max_pages, self.options.ocr.mode)
+        options = self.options
+        unlocked = unlock(source, options.pdf_passwords_file)
+        result = convert(
+            self.docling,
+            unlocked or source,
+            on_pages,
+            max_pages,
+            options.ocr.mode,
+            options.page_range,
+        )
         return Conversion(
             document=result.document,
             input_format=result.input.format.value if result.input.format else None,
@@ -76,6 +89,7 @@ class DoclingConverter:
             warnings=warnings_of(result),
             partial=is_partial(result),
             turns=text_turns(result),
+            decrypted=unlocked is not None,
         )
 
 
@@ -114,8 +128,10 @@ def convert(
     on_pages: Progress,
     max_pages: int = 0,
     ocr: str = "auto",
+    page_range: tuple[int, int] | None = None,
 ) -> ConversionResult:
-    """Convert `source`; a result that is not usable raises JobError."""
+    """Convert `source` (only the pages of `page_range`, if given); a result that is not
+    usable raises JobError."""
     from docling.datamodel.base_models import ConversionStatus, FailureCategory
     from docling.datamodel.progress import PageCompletedProgress
 
@@ -131,6 +147,7 @@ def convert(
             raises_on_error=False,
             progress_callback=forward,
             max_num_pages=max_pages or sys.maxsize,
+            page_range=page_range or (1, sys.maxsize),
         )
     except OcrUnavailable as exc:
         raise exc.error from None

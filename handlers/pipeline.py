@@ -129,6 +129,7 @@ def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext, lease: Leas
         return fail(ctx.ledger, status, error, ctx.policy, origin, time.monotonic() - started)
     status.input_format, status.pages = result.input_format, result.pages
     status.warnings, status.partial = result.warnings, result.partial
+    status.decrypted = result.decrypted
     return complete(ctx.ledger, status, ctx.policy, origin, time.monotonic() - started)
 
 

@@ -37,7 +37,10 @@ def render_pdf(rendition: Rendition) -> bytes | None:
     source, document = rendition.source, rendition.document
     data = source.read_bytes()
     if data.lstrip()[:5] == b"%PDF-":
-        pdf = pikepdf.open(io.BytesIO(data))
+        try:
+            pdf = pikepdf.open(io.BytesIO(data))
+        except pikepdf.PasswordError:
+            return None  # protected: no copy of it is written without its password
         bare = pages_without_text(data)
         if not bare:
             return data  # born digital: the original, byte for byte

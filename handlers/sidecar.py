@@ -47,6 +47,7 @@ class JobStatus(BaseModel):
     retry_at: str | None = None
     disposition: str | None = None
     partial: bool = False
+    decrypted: bool = False  # a protected PDF opened with a password from the password file
     warnings: list[str] = []
     docling_version: str | None = None
     worker: str | None = None

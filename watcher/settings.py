@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import sys
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -90,6 +93,7 @@ class JobsConfig(Section):
     on_success: Literal["keep", "archive", "delete"] = "keep"
     on_failure: Literal["keep", "quarantine"] = "keep"
     retention_days: float = Field(0.0, ge=0, le=36500)
+    pdf_passwords_file: Path | None = None  # candidate passwords for protected PDFs
 
 
 class ConversionConfig(Section):
@@ -106,6 +110,16 @@ class ConversionConfig(Section):
     chunker: Literal["hierarchical", "hybrid"] = "hierarchical"
     chunk_tokenizer: str = ""
     chunk_max_tokens: int = Field(512, ge=16, le=100_000)
+    page_range: list[int] = []  # [first] or [first, last], 1-based, inclusive; []: all
+
+    @field_validator("page_range")
+    @classmethod
+    def a_range(cls, value: list[int]) -> list[int]:
+        if value and not (len(value) <= 2 and value[0] >= 1 and value[-1] >= value[0]):
+            raise ValueError(
+                f"must be [first] or [first, last], 1-based, with last >= first; got {value}"
+            )
+        return value
 
     @field_validator("to")
     @classmethod
@@ -136,6 +150,12 @@ class ConversionConfig(Section):
             chunker=self.chunker,
             chunk_tokenizer=self.chunk_tokenizer,
             chunk_max_tokens=self.chunk_max_tokens,
+            page_range=(
+                self.page_range[0],
+                self.page_range[-1] if len(self.page_range) > 1 else sys.maxsize,
+            )
+            if self.page_range
+            else None,
         )
 
 
@@ -204,6 +224,12 @@ class Settings(BaseSettings):
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     config_file: Path | None = Field(None, exclude=True)
+
+    def conversion_options(self, workers: int) -> ConversionOptions:
+        """What shapes a conversion: `[conversion]`, and the password file of `[jobs]`."""
+        passwords = self.jobs.pdf_passwords_file
+        options = self.conversion.options(workers)
+        return replace(options, pdf_passwords_file=str(passwords) if passwords else "")
 
     @classmethod
     def settings_customise_sources(
@@ -292,6 +318,7 @@ def load_settings(config_file: Path) -> Settings:
         raise ConfigError(unparsed(exc)) from None
     settings = anchor_paths(settings, config_file)
     check_apart(settings)
+    check_passwords_file(settings)
     return settings
 
 
@@ -371,6 +398,8 @@ def anchor_paths(settings: Settings, config_file: Path) -> Settings:
         settings.conversion.chunk_tokenizer = str(tokenizer)
     if settings.conversion.ocr_models:
         settings.conversion.ocr_models = str((base / settings.conversion.ocr_models).resolve())
+    if settings.jobs.pdf_passwords_file is not None:
+        settings.jobs.pdf_passwords_file = (base / settings.jobs.pdf_passwords_file).resolve()
     return settings
 
 
@@ -404,6 +433,29 @@ def check_apart(settings: Settings) -> None:
             raise ConfigError(
                 f"paths.input ({input_dir}) must not lie inside {origin_of(key)} ({dirs[key]})"
             )
+
+
+def check_passwords_file(settings: Settings) -> None:
+    """The password file must be a file only its owner may read, outside every folder
+    hotfolder writes or others drop files in."""
+    path = settings.jobs.pdf_passwords_file
+    if path is None:
+        return
+    key = origin_of("jobs.pdf_passwords_file")
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{key}: {path} is not a regular file")
+    if info.st_mode & 0o077:
+        raise ConfigError(
+            f"{key}: {path} may be read or written by others (mode {info.st_mode & 0o777:o}); "
+            f"make it the service user's alone: chmod 600 {path}"
+        )
+    for folder_key, folder in used_dirs(settings).items():
+        if path.is_relative_to(folder):
+            raise ConfigError(f"{key}: {path} lies in {origin_of(folder_key)}; move it out")
 
 
 def origin_of(key: str) -> str:

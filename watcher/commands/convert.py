@@ -34,7 +34,7 @@ def convert_one(settings: Settings, file: Path, output_dir: Path) -> int:
     if not source.is_file():
         print(f"hotfolder: {file}: not a regular file", file=sys.stderr)
         return 1
-    options = settings.conversion.options(1)
+    options = settings.conversion_options(1)
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hotfolder-convert-") as private:
         context = JobContext(

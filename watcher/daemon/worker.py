@@ -34,7 +34,7 @@ class Worker:
     def start(self) -> None:
         # Offline machines must fail a model download at once instead of hanging on it.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        options = self.settings.conversion.options(self.settings.worker_count)
+        options = self.settings.conversion_options(self.settings.worker_count)
         self.context = JobContext(
             input_dir=self.settings.input_dir,
             ledger=self.services.ledger,
