@@ -11,7 +11,6 @@ from huey.consumer import Consumer, ProcessEnvironment
 from huey.consumer import Worker as HueyWorker
 
 from watcher.backends.doorbell import Doorbell
-from watcher.commands.render import plural
 from watcher.daemon import inflight
 from watcher.daemon.guard import WorkerGuard
 from watcher.daemon.processes import die_with_parent
@@ -132,7 +131,8 @@ class HotfolderConsumer(Consumer):
             running=len(running),
             sources=running[:5],
             waiting_up_to_s=self.settings.workers.shutdown_timeout,
-            hint=f"waiting for {plural(len(running), 'running job')} to finish; Ctrl-C again "
+            hint=f"waiting for {len(running)} running job{'s' * (len(running) != 1)} to "
+            "finish; Ctrl-C again "
             "(or a second SIGTERM) stops now and puts them back in the queue",
         )
 
