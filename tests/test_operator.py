@@ -97,6 +97,7 @@ def test_reading_commands_create_nothing_on_a_fresh_config(tmp_path: Path) -> No
     config.write_text("")
     assert run_cli(config, "status").returncode == 3  # nothing runs
     assert json.loads(run_cli(config, "jobs", "--json").stdout) == []
+    assert run_cli(config, "doctor", timeout=120).returncode == 1  # no folders, nothing runs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
     # Bad intervals and durations are usage errors (2), said in one line.
     for args in (("status", "--watch", "--interval", "0"), ("status", "--interval", "-1")):

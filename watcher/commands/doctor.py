@@ -83,12 +83,12 @@ def check_inotify(settings: Settings) -> list[Check]:
 
 
 def check_queue(settings: Settings) -> list[Check]:
+    """Read, never created: doctor on a fresh configuration leaves no file behind."""
     from watcher.backends import open_backend
-    from watcher.queue import build_queue
 
     backend = open_backend(settings)
     try:
-        depth = build_queue(backend, repair=False, patience=0).depth()
+        depth, _ = backend.queue_sizes()
     except Exception as exc:  # any storage failure is the finding itself
         return [(False, f"{backend.title} answers ({exc})", backend.advice)]
     return [(True, f"{backend.title} answers ({depth} waiting)", "")]
