@@ -93,7 +93,7 @@ class JobsConfig(Section):
     on_success: Literal["keep", "archive", "delete"] = "keep"
     on_failure: Literal["keep", "quarantine"] = "keep"
     retention_days: float = Field(0.0, ge=0, le=36500)
-    pdf_passwords_file: Path | None = None  # candidate passwords for protected PDFs
+    pdf_passwords_file: str = ""  # candidate passwords for protected PDFs; "": none
 
 
 class ConversionConfig(Section):
@@ -227,9 +227,8 @@ class Settings(BaseSettings):
 
     def conversion_options(self, workers: int) -> ConversionOptions:
         """What shapes a conversion: `[conversion]`, and the password file of `[jobs]`."""
-        passwords = self.jobs.pdf_passwords_file
         options = self.conversion.options(workers)
-        return replace(options, pdf_passwords_file=str(passwords) if passwords else "")
+        return replace(options, pdf_passwords_file=self.jobs.pdf_passwords_file)
 
     @classmethod
     def settings_customise_sources(
@@ -398,8 +397,9 @@ def anchor_paths(settings: Settings, config_file: Path) -> Settings:
         settings.conversion.chunk_tokenizer = str(tokenizer)
     if settings.conversion.ocr_models:
         settings.conversion.ocr_models = str((base / settings.conversion.ocr_models).resolve())
-    if settings.jobs.pdf_passwords_file is not None:
-        settings.jobs.pdf_passwords_file = (base / settings.jobs.pdf_passwords_file).resolve()
+    if settings.jobs.pdf_passwords_file:
+        passwords = (base / settings.jobs.pdf_passwords_file).resolve()
+        settings.jobs.pdf_passwords_file = str(passwords)
     return settings
 
 
@@ -438,9 +438,9 @@ def check_apart(settings: Settings) -> None:
 def check_passwords_file(settings: Settings) -> None:
     """The password file must be a file only its owner may read, outside every folder
     hotfolder writes or others drop files in."""
-    path = settings.jobs.pdf_passwords_file
-    if path is None:
+    if not settings.jobs.pdf_passwords_file:
         return
+    path = Path(settings.jobs.pdf_passwords_file)
     key = origin_of("jobs.pdf_passwords_file")
     try:
         info = path.stat()
