@@ -42,6 +42,7 @@ COLUMNS = (
     "hooks_pending",
     "hooks_delivered",
     "hooks_given_up",
+    "profile",
 )
 TABLES = f"""
 create table if not exists jobs (

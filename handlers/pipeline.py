@@ -60,6 +60,7 @@ class JobContext:
     policy: JobPolicy = JobPolicy()
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     on_progress: Callable[[JobStatus], None] | None = None
+    profile: str | None = None  # the profile whose settings these are (None: the top level)
 
 
 def process_file(rel: str, ctx: JobContext, priority: int = 0) -> JobStatus | None:
@@ -91,7 +92,7 @@ def run_locked(rel: str, ctx: JobContext, priority: int, lease: Lease) -> JobSta
             return recorded
         if recorded and exhausted(recorded, copy.sha256, ctx.policy):
             return give_up(ctx.ledger, recorded, ctx.policy)
-        status = start(ctx.ledger, recorded, copy, rel, priority, ctx.worker)
+        status = start(ctx.ledger, recorded, copy, rel, priority, ctx.worker, ctx.profile)
         return convert_copy(status, copy, ctx, lease)
 
 

@@ -34,6 +34,7 @@ class JobStatus(BaseModel):
     pages_done: int | None = None
     pages_total: int | None = None
     priority: int = 0
+    profile: str | None = None  # the profile whose settings converted it (None: the top level)
     attempts: int = 0
     created_at: str
     started_at: str | None = None

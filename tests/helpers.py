@@ -141,9 +141,12 @@ class Daemon:
                 "jobs": {"retry_backoff": 0.5, "reconcile_interval": 1.0},
                 "conversion": {"progress_interval": 0.2},
             }
+        lines = []  # top-level keys (lists, as `profiles`) first, then the tables
         for section, values in self.config.items():
-            base.setdefault(section, {}).update(values)
-        lines = []
+            if isinstance(values, list):
+                lines.append(f"{section} = {toml_value(values)}")
+            else:
+                base.setdefault(section, {}).update(values)
         for section, values in base.items():
             lines.append(f"[{section}]")
             lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())

@@ -123,6 +123,7 @@ def parser() -> argparse.ArgumentParser:
     jobs.add_argument(
         "--since", type=duration, help="only jobs created within this long, e.g. 1h, 7d"
     )
+    jobs.add_argument("--profile", help="only jobs converted with this profile's settings")
     shown = jobs.add_mutually_exclusive_group()
     shown.add_argument(
         "--limit", type=positive, default=50, help="at most this many rows (default: %(default)s)"
@@ -362,7 +363,9 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         if command == "jobs":
             limit = None if args.all else args.limit
-            return jobs_command(services, args.state, args.since, args.sort, limit, args.json)
+            return jobs_command(
+                services, args.state, args.since, args.sort, limit, args.json, args.profile
+            )
         return show_job(services, args.job, args.json)
     return control(args, services)
 

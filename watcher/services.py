@@ -15,7 +15,7 @@ from handlers.outbox import Hook
 from handlers.sidecar import now_iso
 from watcher.backends import Backend, open_backend
 from watcher.queue import Queue, build_queue
-from watcher.settings import Settings
+from watcher.settings import ProfileConfig, Settings
 
 
 @dataclass
@@ -93,8 +93,9 @@ def hook_plans(settings: Settings) -> tuple[Hook, ...]:
     )
 
 
-def job_policy(settings: Settings) -> JobPolicy:
-    jobs = settings.jobs
+def job_policy(settings: Settings, profile: ProfileConfig | None = None) -> JobPolicy:
+    """The job policy of `[jobs]`, as `profile` (if any) sets it."""
+    _, jobs = settings.effective(profile)
     return JobPolicy(
         max_attempts=jobs.max_attempts,
         retry_backoff=jobs.retry_backoff,

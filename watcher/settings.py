@@ -8,8 +8,9 @@ import stat
 import sys
 import tomllib
 from dataclasses import replace
+from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -207,6 +208,44 @@ class LogConfig(Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+PROFILE_JOBS = ("on_success", "on_failure", "max_pages", "pdf_passwords_file")
+
+
+class ProfileConfig(Section):
+    """Settings for the files whose path (relative to paths.input) matches one of `match`:
+    what it names replaces the top level's; everything else comes from the top level."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    match: list[str] = Field(min_length=1)
+    priority: int | None = Field(None, ge=-1000, le=1000)
+    conversion: dict[str, Any] = {}
+    jobs: dict[str, Any] = {}
+
+    @field_validator("match")
+    @classmethod
+    def reachable(cls, value: list[str]) -> list[str]:
+        for glob in value:
+            if not glob.strip() or glob.startswith("/") or ".." in glob.split("/"):
+                raise ValueError(
+                    f"{glob!r} can never match: globs are paths relative to paths.input, "
+                    "such as 'invoices/**', without a leading / or '..'"
+                )
+        return value
+
+    @field_validator("jobs")
+    @classmethod
+    def known_jobs_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(PROFILE_JOBS))
+        if unknown:
+            raise ValueError(
+                f"a profile may set jobs.{', jobs.'.join(PROFILE_JOBS)}; not {', '.join(unknown)}"
+            )
+        return value
+
+    def matches(self, rel: str) -> bool:
+        return any(fnmatchcase(rel, glob) for glob in self.match)
+
+
 class Settings(BaseSettings):
     """Every table of config.toml; paths are made absolute against the config file's folder."""
 
@@ -223,12 +262,46 @@ class Settings(BaseSettings):
     hooks: HooksConfig = HooksConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
+    profiles: list[ProfileConfig] = []
     config_file: Path | None = Field(None, exclude=True)
 
-    def conversion_options(self, workers: int) -> ConversionOptions:
-        """What shapes a conversion: `[conversion]`, and the password file of `[jobs]`."""
-        options = self.conversion.options(workers)
-        return replace(options, pdf_passwords_file=self.jobs.pdf_passwords_file)
+    @model_validator(mode="after")
+    def profiles_apply(self) -> Settings:
+        """Profile names are unique, and each profile's settings, laid over the top level's,
+        are valid settings."""
+        seen: set[str] = set()
+        for profile in self.profiles:
+            if profile.name in seen:
+                raise ValueError(f"two profiles are named {profile.name!r}")
+            seen.add(profile.name)
+            try:
+                self.effective(profile)
+            except ValidationError as exc:
+                problem = exc.errors()[0]
+                where = ".".join(str(part) for part in problem["loc"])
+                raise ValueError(f"profile {profile.name!r}: {where}: {problem['msg']}") from None
+        return self
+
+    def profile_for(self, rel: str) -> ProfileConfig | None:
+        """The first profile whose globs match `rel`, or None: the top level's settings."""
+        return next((profile for profile in self.profiles if profile.matches(rel)), None)
+
+    def effective(self, profile: ProfileConfig | None) -> tuple[ConversionConfig, JobsConfig]:
+        """`[conversion]` and `[jobs]` with `profile`'s settings laid over them."""
+        if profile is None:
+            return self.conversion, self.jobs
+        conversion = ConversionConfig(**{**self.conversion.model_dump(), **profile.conversion})
+        jobs = JobsConfig(**{**self.jobs.model_dump(), **profile.jobs})
+        return conversion, jobs
+
+    def conversion_options(
+        self, workers: int, profile: ProfileConfig | None = None
+    ) -> ConversionOptions:
+        """What shapes a conversion: `[conversion]`, and the password file of `[jobs]`, as
+        `profile` (if any) sets them."""
+        conversion, jobs = self.effective(profile)
+        options = conversion.options(workers)
+        return replace(options, pdf_passwords_file=jobs.pdf_passwords_file)
 
     @classmethod
     def settings_customise_sources(
@@ -317,7 +390,7 @@ def load_settings(config_file: Path) -> Settings:
         raise ConfigError(unparsed(exc)) from None
     settings = anchor_paths(settings, config_file)
     check_apart(settings)
-    check_passwords_file(settings)
+    check_passwords_files(settings)
     return settings
 
 
@@ -400,6 +473,11 @@ def anchor_paths(settings: Settings, config_file: Path) -> Settings:
     if settings.jobs.pdf_passwords_file:
         passwords = (base / settings.jobs.pdf_passwords_file).resolve()
         settings.jobs.pdf_passwords_file = str(passwords)
+    for profile in settings.profiles:
+        if profile.jobs.get("pdf_passwords_file"):
+            profile.jobs["pdf_passwords_file"] = str(
+                (base / profile.jobs["pdf_passwords_file"]).resolve()
+            )
     return settings
 
 
@@ -435,13 +513,20 @@ def check_apart(settings: Settings) -> None:
             )
 
 
-def check_passwords_file(settings: Settings) -> None:
-    """The password file must be a file only its owner may read, outside every folder
+def check_passwords_files(settings: Settings) -> None:
+    check_passwords_file(settings, settings.jobs.pdf_passwords_file, "jobs.pdf_passwords_file")
+    for profile in settings.profiles:
+        where = f"profile {profile.name!r}: jobs.pdf_passwords_file"
+        check_passwords_file(settings, profile.jobs.get("pdf_passwords_file", ""), where)
+
+
+def check_passwords_file(settings: Settings, file: str, where: str) -> None:
+    """A password file must be a file only its owner may read, outside every folder
     hotfolder writes or others drop files in."""
-    if not settings.jobs.pdf_passwords_file:
+    if not file:
         return
-    path = Path(settings.jobs.pdf_passwords_file)
-    key = origin_of("jobs.pdf_passwords_file")
+    path = Path(file)
+    key = origin_of(where) if where.startswith("jobs.") else where
     try:
         info = path.stat()
     except OSError as exc:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from watcher.heartbeat import read_heartbeat
-from watcher.settings import Settings, used_dirs
+from watcher.settings import ConversionConfig, Settings, used_dirs
 
 # Format -> the modules its docling backend needs (the extras hotfolder installs).
 BACKENDS = {
@@ -127,9 +127,18 @@ def import_check(what: str, modules: tuple[str, ...]) -> Check:
 
 
 def check_ocr(settings: Settings) -> list[Check]:
-    """OCR needs its engine and the model files for the configured language; nothing is
-    downloaded, so a missing file is reported here rather than found by the first scan."""
-    conversion = settings.conversion
+    """OCR needs its engine and the model files for the configured language, at the top
+    level and in each profile; nothing is downloaded, so a missing file is reported here
+    rather than found by the first scan."""
+    results = ocr_ready(settings.conversion, "")
+    for profile in settings.profiles:
+        conversion, _ = settings.effective(profile)
+        if conversion.ocr_language != settings.conversion.ocr_language:
+            results += ocr_ready(conversion, f"profile {profile.name!r}: ")
+    return results
+
+
+def ocr_ready(conversion: ConversionConfig, where: str) -> list[Check]:
     if conversion.ocr == "off" or conversion.pdf_pipeline != "native":
         return [(True, f"OCR is not used (conversion.ocr = {conversion.ocr!r})", "")]
     from handlers.errors import JobError
@@ -152,8 +161,9 @@ def check_ocr(settings: Settings) -> list[Check]:
         return [(False, f"OCR engine imports ({exc})", "reinstall: .venv/bin/pip install -e .")]
     except JobError as exc:
         fix = "install the model file, or set conversion.ocr_language to a bundled language"
-        return [(False, f"OCR for {conversion.ocr_language!r}: {exc.message}", fix)]
-    return [(True, f"OCR available (RapidOCR, {conversion.ocr_language!r}: {model.name})", "")]
+        return [(False, f"{where}OCR for {conversion.ocr_language!r}: {exc.message}", fix)]
+    said = f"{where}OCR available (RapidOCR, {conversion.ocr_language!r}: {model.name})"
+    return [(True, said, "")]
 
 
 def check_processes(settings: Settings) -> list[Check]:

@@ -22,6 +22,7 @@ SORTS = {
 LISTED = (
     "job_id",
     "state",
+    "profile",
     "progress",
     "priority",
     "attempts",
@@ -53,10 +54,14 @@ def list_jobs(
     since: str | None,
     sort: str,
     limit: int | None,
+    profile: str | None = None,
 ) -> tuple[list[dict[str, object]], int]:
     """The jobs asked for, at most `limit` (None: all), and how many more match."""
     where: list[str] = []
     params: list[object] = []
+    if profile is not None:
+        where.append("profile = ?")
+        params.append(profile)
     if states:
         where.append(f"state in ({', '.join('?' * len(states))})")
         params.extend(states)
@@ -246,8 +251,9 @@ def jobs_command(
     sort: str,
     limit: int | None,
     as_json: bool,
+    profile: str | None = None,
 ) -> int:
-    rows, more = list_jobs(services, states, since, sort, limit)
+    rows, more = list_jobs(services, states, since, sort, limit, profile)
     if as_json:
         print(json.dumps(rows, indent=2))
     elif on_terminal() and rows:  # a script asks for what it needs with --limit/--all

@@ -22,7 +22,7 @@ log = structlog.get_logger("hotfolder.intake")
 
 class Intake:
     def __init__(self, services: Services, skips: Skips | None = None) -> None:
-        settings = services.settings
+        settings = self.settings = services.settings
         self.input_dir = settings.input_dir
         self.ledger = services.ledger
         self.leases = services.leases
@@ -169,7 +169,11 @@ class Intake:
             log.info("intake.changed_while_running", source=rel)
 
     def priority_for(self, rel: str) -> int:
-        """The first `queue.priority_rules` glob matching the path, else the default."""
+        """The priority of the profile the path matches, if it sets one; else the first
+        `queue.priority_rules` glob matching the path; else the default."""
+        profile = self.settings.profile_for(rel)
+        if profile is not None and profile.priority is not None:
+            return profile.priority
         for pattern, priority in self.rules.items():
             if fnmatchcase(rel, pattern):
                 return priority

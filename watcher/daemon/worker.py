@@ -12,7 +12,8 @@ from handlers.converter import DoclingConverter
 from handlers.lifecycle import put_back
 from handlers.pipeline import JobContext, process_file
 from watcher.daemon import inflight
-from watcher.services import Services
+from watcher.services import Services, job_policy
+from watcher.settings import ProfileConfig
 
 log = structlog.get_logger("hotfolder.worker")
 # The exit status of a worker process that ends after workers.max_tasks_per_worker tasks,
@@ -29,46 +30,56 @@ class Worker:
         self.settings = services.settings
         self.queue = services.queue
         self.context: JobContext | None = None
+        self.contexts: dict[str | None, JobContext] = {}  # by profile name
         self.taken = 0  # tasks this process has run
 
     def start(self) -> None:
         # Offline machines must fail a model download at once instead of hanging on it.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        options = self.settings.conversion_options(self.settings.worker_count)
-        self.context = JobContext(
-            input_dir=self.settings.input_dir,
-            ledger=self.services.ledger,
-            leases=self.services.leases,
-            scratch_dir=self.settings.scratch_dir,
-            options=options,
-            converter=DoclingConverter(options),
-            policy=self.services.policy,
-            worker=f"{socket.gethostname()}:{os.getpid()}",
-        )
+        self.context = self.context_of(None)
         log.info("worker.ready", pid=os.getpid())
+
+    def context_of(self, profile: ProfileConfig | None) -> JobContext:
+        """The context of the jobs of `profile` (None: the top level's settings), each with
+        its warm converter, built on its first job."""
+        name = profile.name if profile else None
+        if name not in self.contexts:
+            options = self.settings.conversion_options(self.settings.worker_count, profile)
+            self.contexts[name] = JobContext(
+                input_dir=self.settings.input_dir,
+                ledger=self.services.ledger,
+                leases=self.services.leases,
+                scratch_dir=self.settings.scratch_dir,
+                options=options,
+                converter=DoclingConverter(options),
+                policy=job_policy(self.settings, profile) if profile else self.services.policy,
+                worker=f"{socket.gethostname()}:{os.getpid()}",
+                profile=name,
+            )
+        return self.contexts[name]
 
     def run(self, rel: str, task: Task | None = None) -> None:
         self.taken += 1
         if self.context is None:
             self.start()
-        assert self.context is not None
+        context = self.context_of(self.settings.profile_for(rel))
         priority = int(task.priority or 0) if task else 0
         workers_dir = self.settings.workers_dir
         try:
             inflight.mark_running(workers_dir, rel)
-            status = process_file(rel, self.context, priority)
+            status = process_file(rel, context, priority)
         except OSError as exc:
             # The record itself could not be written (a full output or state disk):
             # nothing is lost, the file is simply tried again later.
             log.error("job.record_failed", source=rel, error=str(exc))
-            self.requeue(rel, priority, self.context.policy.retry_delay(1))
+            self.requeue(rel, priority, context.policy.retry_delay(1))
             return
         finally:
             inflight.clear(workers_dir, os.getpid())
         if status is None:
             self.requeue(rel, priority, BUSY_DELAY)
         elif status.state == "pending":
-            self.requeue(rel, priority, self.context.policy.retry_delay(status.attempts))
+            self.requeue(rel, priority, context.policy.retry_delay(status.attempts))
 
     def stop(self) -> None:
         """huey's shutdown hook in each worker process: after its last task before a

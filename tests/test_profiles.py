@@ -1,0 +1,99 @@
+"""Per-folder profiles against a real daemon: files routed by folder to their own outputs,
+dispositions, page limits and priorities; a file matching none gets the top level's; the
+sidecar and `jobs --profile` name the profile; bad profiles are refused at load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import corpus, drop, run_cli, toml_value
+
+PROFILES = [
+    {
+        "name": "invoices-de",
+        "match": ["invoices/**"],
+        "priority": 5,
+        "conversion": {"to": ["md", "json", "text"]},
+        "jobs": {"on_success": "archive"},
+    },
+    {
+        "name": "reports",
+        "match": ["reports/**", "*.report.md"],
+        "priority": -3,
+        "conversion": {"to": ["md"]},
+        "jobs": {"max_pages": 2},
+    },
+]
+
+
+def test_profiles_route_files_by_folder(make_daemon) -> None:
+    daemon = make_daemon("run", config={"profiles": PROFILES})
+    drop(corpus("md/mixed.md"), daemon.input / "invoices" / "a.md")
+    drop(corpus("md/wiki.md"), daemon.input / "reports" / "r.md")
+    drop(corpus("pdf/multi_page.pdf"), daemon.input / "reports" / "long.pdf")  # 5 pages
+    drop(corpus("md/nested.md"), daemon.input / "q3.report.md")
+    drop(corpus("md/mixed.md"), daemon.input / "other.md")
+    done = {
+        rel: daemon.wait_terminal(rel, timeout=120)
+        for rel in ("invoices/a.md", "reports/r.md", "reports/long.pdf", "q3.report.md", "other.md")
+    }
+    invoice = done["invoices/a.md"]
+    assert invoice["profile"] == "invoices-de" and invoice["priority"] == 5, invoice
+    assert set(invoice["outputs"]) == {"md", "json", "text"}
+    assert (
+        invoice["disposition"].startswith("archived")
+        and not (daemon.input / "invoices/a.md").exists()
+    )
+    for rel in ("reports/r.md", "q3.report.md"):
+        report = done[rel]
+        assert report["profile"] == "reports" and report["priority"] == -3, report
+        assert set(report["outputs"]) == {"md"} and report["disposition"] is None
+    limited = done["reports/long.pdf"]
+    assert limited["state"] == "failed" and limited["error"]["type"] == "too_large", limited
+    plain = done["other.md"]
+    assert plain["profile"] is None and plain["priority"] == 0, plain
+    assert set(plain["outputs"]) == {"md", "json"} and (daemon.input / "other.md").exists()
+    listed = json.loads(
+        run_cli(daemon.config_file, "jobs", "--profile", "reports", "--json").stdout
+    )
+    assert sorted(row["source"] for row in listed) == [
+        "q3.report.md",
+        "reports/long.pdf",
+        "reports/r.md",
+    ]
+    shown = run_cli(daemon.config_file, "show", "invoices/a.md").stdout
+    assert "profile         invoices-de" in shown, shown
+    assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("profiles", "said"),
+    [
+        (
+            [{"name": "a", "match": ["x/**"]}, {"name": "a", "match": ["y/**"]}],
+            "two profiles are named 'a'",
+        ),
+        ([{"name": "a", "match": ["../x"]}], "can never match"),
+        ([{"name": "a", "match": ["x/**"], "conversion": {"ocr": "maybe"}}], "profile 'a': ocr"),
+        ([{"name": "a", "match": ["x/**"], "conversion": {"colour": 1}}], "profile 'a': colour"),
+        ([{"name": "a", "match": ["x/**"], "jobs": {"max_attempts": 9}}], "not max_attempts"),
+    ],
+)
+def test_bad_profiles_are_refused_at_load(tmp_path: Path, profiles: list, said: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f"profiles = {toml_value(profiles)}\n")
+    done = run_cli(config, "status")
+    assert done.returncode == 78 and said in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_doctor_checks_the_ocr_model_of_each_profile(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    korean = {"name": "kr", "match": ["kr/**"], "conversion": {"ocr_language": "korean"}}
+    config.write_text(f"profiles = {toml_value([korean])}\n")
+    done = run_cli(config, "doctor", timeout=120)
+    assert done.returncode == 1 and "FAIL  profile 'kr': OCR for 'korean'" in done.stdout
+    assert "ok    OCR available (RapidOCR, 'en'" in done.stdout  # the top level's is there
