@@ -4,6 +4,7 @@ result; a fake converter stands in for docling where a test injects a fault."""
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +41,20 @@ class ConversionOptions:
     chunk_max_tokens: int = 512
     pdf_passwords_file: str = ""  # candidate passwords for protected PDFs, one per line
     page_range: tuple[int, int] | None = None  # 1-based, inclusive: only these pages
+
+    def fingerprint(self) -> str:
+        """A short hash of what shapes the outputs (not of time limits, progress, threads
+        or where passwords come from): two conversions with one fingerprint wrote the
+        same outputs from the same input."""
+        shaping = (
+            self.to,
+            self.pdf_pipeline,
+            self.page_images,
+            (self.ocr.mode, self.ocr.dpi, self.ocr.language, self.ocr.models_dir),
+            (self.chunker, self.chunk_tokenizer, self.chunk_max_tokens),
+            self.page_range,
+        )
+        return hashlib.sha256(repr(shaping).encode()).hexdigest()[:12]
 
 
 @dataclass

@@ -43,6 +43,7 @@ COLUMNS = (
     "hooks_delivered",
     "hooks_given_up",
     "profile",
+    "settings",
 )
 TABLES = f"""
 create table if not exists jobs (

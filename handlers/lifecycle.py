@@ -78,9 +78,10 @@ def start(
     priority: int,
     worker: str,
     profile: str | None = None,
+    settings: str | None = None,
 ) -> JobStatus:
     status = new_status(rel, job_id(rel, copy.sha256), copy.sha256, copy.size, priority)
-    status.profile = profile
+    status.profile, status.settings = profile, settings
     status.mtime_ns = copy.mtime_ns
     if recorded and recorded.job_id == status.job_id:
         status.created_at, status.attempts = recorded.created_at, recorded.attempts

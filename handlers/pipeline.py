@@ -92,7 +92,8 @@ def run_locked(rel: str, ctx: JobContext, priority: int, lease: Lease) -> JobSta
             return recorded
         if recorded and exhausted(recorded, copy.sha256, ctx.policy):
             return give_up(ctx.ledger, recorded, ctx.policy)
-        status = start(ctx.ledger, recorded, copy, rel, priority, ctx.worker, ctx.profile)
+        shaping = ctx.options.fingerprint()
+        status = start(ctx.ledger, recorded, copy, rel, priority, ctx.worker, ctx.profile, shaping)
         return convert_copy(status, copy, ctx, lease)
 
 

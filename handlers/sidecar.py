@@ -35,6 +35,7 @@ class JobStatus(BaseModel):
     pages_total: int | None = None
     priority: int = 0
     profile: str | None = None  # the profile whose settings converted it (None: the top level)
+    settings: str | None = None  # the fingerprint of the conversion settings it ran with
     attempts: int = 0
     created_at: str
     started_at: str | None = None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import corpus, drop, run_cli, toml_value
+from tests.helpers import corpus, drop, run_cli, status_json, toml_value
 
 PROFILES = [
     {
@@ -66,7 +66,16 @@ def test_profiles_route_files_by_folder(make_daemon) -> None:
     ]
     shown = run_cli(daemon.config_file, "show", "invoices/a.md").stdout
     assert "profile         invoices-de" in shown, shown
+    assert invoice["settings"] and invoice["settings"] != plain["settings"]
+    assert status_json(daemon.config_file)["stale_settings"] == 0
     assert daemon.stop() == 0
+    # The reports profile changes: its two completed jobs ran with settings that no longer
+    # hold, and status says so; nothing is converted again by itself.
+    daemon.config["profiles"] = [PROFILES[0], {**PROFILES[1], "conversion": {"to": ["text"]}}]
+    daemon.write_config()
+    assert status_json(daemon.config_file)["stale_settings"] == 2
+    said = run_cli(daemon.config_file, "status").stdout
+    assert "2 completed jobs were converted with settings changed since" in said, said
 
 
 @pytest.mark.parametrize(

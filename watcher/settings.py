@@ -294,6 +294,13 @@ class Settings(BaseSettings):
         jobs = JobsConfig(**{**self.jobs.model_dump(), **profile.jobs})
         return conversion, jobs
 
+    def fingerprints(self) -> dict[str | None, str]:
+        """Profile name (None: the top level) -> the fingerprint of its settings now."""
+        return {
+            profile.name if profile else None: self.conversion_options(1, profile).fingerprint()
+            for profile in (None, *self.profiles)
+        }
+
     def conversion_options(
         self, workers: int, profile: ProfileConfig | None = None
     ) -> ConversionOptions:

@@ -33,6 +33,12 @@ def collect(services: Services) -> dict[str, object]:
         running = db.execute(
             f"select {', '.join(RUNNING)} from jobs where state = 'processing' order by started_at"
         ).fetchall()
+        converted_with = db.execute(
+            "select profile, settings, count(*) from jobs where state = 'completed' "
+            "and settings is not null group by profile, settings"
+        ).fetchall()
+    now = settings.fingerprints()
+    stale = sum(count for profile, shaping, count in converted_with if now.get(profile) != shaping)
     oldest, deliveries = index.oldest_pending(), index.deliveries()
     depth: int | None
     scheduled: int | None
@@ -55,6 +61,7 @@ def collect(services: Services) -> dict[str, object]:
         "watcher": read_heartbeat(settings.state_dir, "watch"),
         "processing": [dict(zip(RUNNING, row, strict=True)) for row in running],
         "hook_deliveries": {state: deliveries[state] for state in ("pending", "given_up")},
+        "stale_settings": stale,
         "hosts": backend.alive_hosts() if queue_error is None else [],
         "input": str(settings.input_dir),
         "output": str(settings.output_dir),
@@ -94,6 +101,11 @@ def render(report: dict[str, object]) -> str:
         f"throughput  {report['jobs_per_minute']} jobs/min (last {RATE_WINDOW_MIN} min)",
         f"oldest pending {'-' if oldest is None else f'{oldest:.0f} s'}",
     ]
+    if report["stale_settings"]:
+        lines.append(
+            f"settings    {report['stale_settings']} completed jobs were converted with settings "
+            "changed since (hotfolder enqueue --force converts them again)"
+        )
     deliveries = report["hook_deliveries"]
     assert isinstance(deliveries, dict)
     if any(deliveries.values()):
@@ -202,6 +214,13 @@ def view(report: dict[str, object]) -> Group:
         f"throughput  {report['jobs_per_minute']} jobs/min (last {RATE_WINDOW_MIN} min)",
         f"oldest pending {'-' if oldest is None else f'{oldest:.0f} s'}",
     ]
+    if report["stale_settings"]:
+        parts.append(
+            Text(
+                f"{report['stale_settings']} completed jobs ran with settings changed since",
+                style="yellow",
+            )
+        )
     running = report["processing"]
     assert isinstance(running, list)
     if running:
