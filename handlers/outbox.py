@@ -18,6 +18,7 @@ class Hook:
     name: str
     kind: str  # "command" or "webhook"
     on: frozenset[str]  # the terminal states it hears of
+    profiles: frozenset[str | None] | None = None  # whose jobs it hears of (None: all)
 
 
 def delivery_id(status: JobStatus, hook: str) -> str:
@@ -33,6 +34,8 @@ def plan(status: JobStatus, hooks: tuple[Hook, ...]) -> None:
         return
     for hook in hooks:
         if status.state not in hook.on:
+            continue
+        if hook.profiles is not None and status.profile not in hook.profiles:
             continue
         delivery = delivery_id(status, hook.name)
         if status.hooks.get(hook.name, {}).get("delivery") == delivery:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import corpus, drop, run_cli, status_json, toml_value
+from tests.helpers import corpus, drop, run_cli, status_json, toml_value, wait_for
 
 PROFILES = [
     {
@@ -89,6 +89,7 @@ def test_profiles_route_files_by_folder(make_daemon) -> None:
         ([{"name": "a", "match": ["x/**"], "conversion": {"ocr": "maybe"}}], "profile 'a': ocr"),
         ([{"name": "a", "match": ["x/**"], "conversion": {"colour": 1}}], "profile 'a': colour"),
         ([{"name": "a", "match": ["x/**"], "jobs": {"max_attempts": 9}}], "not max_attempts"),
+        ([{"name": "a", "match": ["x/**"], "hooks": ["nope"]}], "no hook is named nope"),
     ],
 )
 def test_bad_profiles_are_refused_at_load(tmp_path: Path, profiles: list, said: str) -> None:
@@ -106,3 +107,22 @@ def test_doctor_checks_the_ocr_model_of_each_profile(tmp_path: Path) -> None:
     done = run_cli(config, "doctor", timeout=120)
     assert done.returncode == 1 and "FAIL  profile 'kr': OCR for 'korean'" in done.stdout
     assert "ok    OCR available (RapidOCR, 'en'" in done.stdout  # the top level's is there
+
+
+def test_a_profile_names_the_hooks_told_of_its_jobs(make_daemon, tmp_path: Path) -> None:
+    told = tmp_path / "told"
+    told.mkdir()
+    touch = 'touch "$0/$(basename "$HOTFOLDER_SOURCE")"'
+    hooks = {"command": [{"name": "seen", "argv": ["sh", "-c", touch, str(told)]}]}
+    profiles = [
+        {"name": "quiet", "match": ["quiet/**"], "hooks": []},
+        {"name": "loud", "match": ["loud/**"], "hooks": ["seen"]},
+    ]
+    daemon = make_daemon("run", config={"hooks": hooks, "profiles": profiles})
+    for rel in ("quiet/a.md", "loud/b.md", "c.md"):
+        drop(corpus("md/mixed.md"), daemon.input / rel)
+    for rel in ("quiet/a.md", "loud/b.md", "c.md"):
+        assert daemon.wait_terminal(rel)["state"] == "completed"
+    wait_for(lambda: sorted(p.name for p in told.iterdir()) == ["b.md", "c.md"], 30, "two told")
+    assert daemon.sidecar("quiet/a.md")["hooks"] == {}  # its profile names no hook
+    assert daemon.stop() == 0

@@ -84,10 +84,19 @@ def open_ledger(settings: Settings, read_only: bool = False) -> Ledger:
 
 
 def hook_plans(settings: Settings) -> tuple[Hook, ...]:
-    """The configured hooks, as the ledger plans their deliveries."""
+    """The configured hooks, as the ledger plans their deliveries: a hook hears of the jobs
+    of the top level, and of every profile that does not name its own hooks or names it."""
     hooks = settings.hooks
+    restricted = any(profile.hooks is not None for profile in settings.profiles)
+
+    def heard(name: str) -> frozenset[str | None] | None:
+        if not restricted:
+            return None
+        chosen = [p.name for p in settings.profiles if p.hooks is None or name in p.hooks]
+        return frozenset([None, *chosen])
+
     return tuple(
-        Hook(hook.name, kind, frozenset(hook.on))
+        Hook(hook.name, kind, frozenset(hook.on), heard(hook.name))
         for kind, configured in (("command", hooks.command), ("webhook", hooks.webhook))
         for hook in configured
     )

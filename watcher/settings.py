@@ -220,6 +220,7 @@ class ProfileConfig(Section):
     priority: int | None = Field(None, ge=-1000, le=1000)
     conversion: dict[str, Any] = {}
     jobs: dict[str, Any] = {}
+    hooks: list[str] | None = None  # the hooks told of its jobs' outcomes (None: every one)
 
     @field_validator("match")
     @classmethod
@@ -274,6 +275,14 @@ class Settings(BaseSettings):
             if profile.name in seen:
                 raise ValueError(f"two profiles are named {profile.name!r}")
             seen.add(profile.name)
+            hooks: list[CommandHook | WebhookHook] = [*self.hooks.command, *self.hooks.webhook]
+            named = {hook.name for hook in hooks}
+            unknown = sorted(set(profile.hooks or ()) - named)
+            if unknown:
+                raise ValueError(
+                    f"profile {profile.name!r}: no hook is named {', '.join(unknown)} "
+                    f"(hooks: {', '.join(sorted(named)) or 'none'})"
+                )
             try:
                 self.effective(profile)
             except ValidationError as exc:
