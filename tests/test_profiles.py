@@ -76,6 +76,11 @@ def test_profiles_route_files_by_folder(make_daemon) -> None:
     assert status_json(daemon.config_file)["stale_settings"] == 2
     said = run_cli(daemon.config_file, "status").stdout
     assert "2 completed jobs were converted with settings changed since" in said, said
+    shown = run_cli(daemon.config_file, "show", "reports/r.md").stdout
+    assert "settings now   reports (changed since this job ran" in shown, shown
+    assert "  to            text" in shown
+    unchanged = run_cli(daemon.config_file, "show", "other.md").stdout
+    assert "settings now   the top level\n" in unchanged and "  to            md, json" in unchanged
 
 
 @pytest.mark.parametrize(

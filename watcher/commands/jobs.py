@@ -11,6 +11,7 @@ from pathlib import Path
 from handlers.sidecar import JobStatus, now_iso
 from watcher.commands.render import STATE_STYLES, local_time, local_zone, on_terminal, show
 from watcher.services import Services
+from watcher.settings import Settings
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_AGE = 100 * 365 * 86400.0  # seconds; longer overflows a date
@@ -236,12 +237,33 @@ def shown(key: str, value: object, zone: str) -> str:
 
 def show_job(services: Services, target: str, as_json: bool) -> int:
     status = find_status(services, target)
-    print(
-        json.dumps(status.model_dump(), indent=2, ensure_ascii=True)
-        if as_json
-        else render_show(status)
-    )
+    if as_json:
+        print(json.dumps(status.model_dump(), indent=2, ensure_ascii=True))
+        return 0
+    print(render_show(status))
+    print(effective_settings(services.settings, status))
     return 0
+
+
+def effective_settings(settings: Settings, status: JobStatus) -> str:
+    """The conversion settings in force for the job's path (its profile's, or the top
+    level's), and whether they are those it ran with."""
+    profile = settings.profile_for(status.source)
+    options = settings.conversion_options(1, profile)
+    ocr = options.ocr
+    pages = options.page_range
+    span = "all" if pages is None else f"{pages[0]}-{'end' if pages[1] >= 2**31 else pages[1]}"
+    shown = [
+        f"  to            {', '.join(options.to)}",
+        f"  ocr           {ocr.mode} ({ocr.language}, {ocr.dpi:g} dpi)",
+        f"  pdf pipeline  {options.pdf_pipeline}",
+        f"  page range    {span}",
+        f"  chunker       {options.chunker}",
+    ]
+    name = profile.name if profile else "the top level"
+    same = status.settings is None or status.settings == options.fingerprint()
+    note = "" if same else " (changed since this job ran: enqueue --force converts it again)"
+    return "\n".join([f"settings now   {name}{note}", *shown])
 
 
 def jobs_command(
