@@ -99,6 +99,15 @@ def test_reading_commands_create_nothing_on_a_fresh_config(tmp_path: Path) -> No
     assert json.loads(run_cli(config, "jobs", "--json").stdout) == []
     assert run_cli(config, "doctor", timeout=120).returncode == 1  # no folders, nothing runs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+    # Ctrl-C ends the live view even when SIGINT came in ignored (a script's background job).
+    watching = subprocess.Popen(
+        hotfolder_argv("--config", str(config), "status", "--watch", "--interval", "0.2"),
+        stdout=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    time.sleep(3)
+    watching.send_signal(signal.SIGINT)
+    assert watching.wait(20) == 0
     # Bad intervals and durations are usage errors (2), said in one line.
     for args in (("status", "--watch", "--interval", "0"), ("status", "--interval", "-1")):
         bad = run_cli(config, *args)
@@ -170,10 +179,14 @@ def on_a_terminal(config: Path, *args: str, seconds: float | None = None) -> str
         os.execvp(argv[0], argv)
     chunks = []
     deadline = None if seconds is None else time.monotonic() + seconds
+    killed_at = None
     while True:
         if deadline is not None and time.monotonic() > deadline:
             os.kill(pid, signal.SIGINT)
-            deadline = None
+            deadline, killed_at = None, time.monotonic()
+        if killed_at is not None and time.monotonic() - killed_at > 20:
+            os.kill(pid, signal.SIGKILL)  # Ctrl-C did not end it: fail, do not hang
+            raise AssertionError(f"{args} did not stop on Ctrl-C")
         ready, _, _ = select.select([fd], [], [], 0.2)
         if not ready:
             continue

@@ -4,6 +4,7 @@ index, huey's storage and the heartbeats; `--watch` redraws it with a bar per ru
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -150,6 +151,10 @@ def show_status(services: Services, as_json: bool) -> int:
 def watch_status(services: Services, interval: float, as_json: bool = False) -> int:
     """Redraw until Ctrl-C: a live view on a terminal, frame after frame otherwise; with
     `as_json`, one JSON object per line, stamped."""
+    # Ctrl-C (and SIGTERM) end it even when started with SIGINT ignored, as a background
+    # job of a script is: Python keeps an inherited SIG_IGN.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if on_terminal() and not as_json:
         return live_status(services, interval)
     try:
