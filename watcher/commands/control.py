@@ -80,9 +80,7 @@ def retry_jobs(services: Services, targets: list[str], all_failed: bool) -> int:
 
 
 def failed_sources(services: Services) -> list[str]:
-    with services.index.connect() as db:
-        keys = db.execute("select source_key from jobs where state = 'failed'").fetchall()
-    return [bytes(key).decode("utf-8", "surrogateescape") for (key,) in keys]
+    return sources_in(services, ("failed",), "")
 
 
 def cancel_jobs(

@@ -72,12 +72,11 @@ def list_jobs(
     clause = f"where {' and '.join(where)}" if where else ""
     query = f"select source, {', '.join(LISTED)} from jobs {clause} order by {SORTS[sort]}"
     with services.fresh_index().connect() as db:
+        more = 0
         if limit is None:
             rows = db.execute(query, params).fetchall()
-            more = 0
         else:
             rows = db.execute(f"{query} limit ?", (*params, limit)).fetchall()
-            more = 0
             if len(rows) == limit:
                 total = db.execute(f"select count(*) from jobs {clause}", params).fetchone()[0]
                 more = total - limit
