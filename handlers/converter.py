@@ -68,6 +68,7 @@ class Conversion:
     partial: bool = False
     turns: dict[int, int] = field(default_factory=dict)  # page -> how its OCR'd text lies
     decrypted: bool = False  # a password from jobs.pdf_passwords_file opened it
+    ocr_pages: int = 0  # pages read by OCR
 
 
 class Converter(Protocol):
@@ -84,7 +85,7 @@ class DoclingConverter:
         self.docling = build_converter(options)
 
     def convert(self, source: Path, on_pages: Progress, max_pages: int = 0) -> Conversion:
-        from handlers.ocr.pipeline import text_turns
+        from handlers.ocr.pipeline import ocr_count, text_turns
         from handlers.passwords import unlock
 
         options = self.options
@@ -105,6 +106,7 @@ class DoclingConverter:
             partial=is_partial(result),
             turns=text_turns(result),
             decrypted=unlocked is not None,
+            ocr_pages=ocr_count(result),
         )
 
 

@@ -131,7 +131,7 @@ def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext, lease: Leas
         return fail(ctx.ledger, status, error, ctx.policy, origin, time.monotonic() - started)
     status.input_format, status.pages = result.input_format, result.pages
     status.warnings, status.partial = result.warnings, result.partial
-    status.decrypted = result.decrypted
+    status.decrypted, status.ocr_pages = result.decrypted, result.ocr_pages
     return complete(ctx.ledger, status, ctx.policy, origin, time.monotonic() - started)
 
 

@@ -50,6 +50,7 @@ class JobStatus(BaseModel):
     disposition: str | None = None
     partial: bool = False
     decrypted: bool = False  # a protected PDF opened with a password from the password file
+    ocr_pages: int | None = None  # pages read by OCR (None: not converted, or an old record)
     warnings: list[str] = []
     docling_version: str | None = None
     worker: str | None = None

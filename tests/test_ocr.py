@@ -5,11 +5,13 @@ limits, and a language whose model is not installed."""
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import subprocess
 from pathlib import Path
 
+import pikepdf
 import pypdfium2
 
 from tests.helpers import corpus, drop, hotfolder_argv, run_cli, wait_for
@@ -86,17 +88,33 @@ def test_a_hybrid_pdf_keeps_its_text_layer_and_reads_its_scanned_page(
 
 
 def test_born_digital_outputs_are_the_same_with_ocr_auto_and_off(make_daemon, tmp_path) -> None:
+    """And OCR reads none of their pages: redp5110_sampled.pdf has a blank page (page 14,
+    nothing drawn on it), which is not sent to OCR; a page with no text but vector paths
+    drawn on it is (they may be text turned to outlines)."""
     daemon = make_daemon("run")
     for rel in ("pdf/redp5110_sampled.pdf", "pdf/picture_classification.pdf"):
         outputs = {}
         for ocr in ("auto", "off"):
             done = convert_cli(daemon.config_file, corpus(rel), tmp_path / ocr, ocr)
             assert done.returncode == 0, done.stderr
+            assert "by OCR" not in done.stdout, done.stdout
             name = Path(rel).name
             outputs[ocr] = [
                 (tmp_path / ocr / f"{name}.{ext}").read_bytes() for ext in ("md", "json")
             ]
+            status = json.loads((tmp_path / ocr / f"{name}.status.json").read_text())
+            assert status["ocr_pages"] == 0, (ocr, status)
         assert outputs["auto"] == outputs["off"], rel
+    drawn = pdf_of(tmp_path / "drawn.pdf", [("pdf/multi_page.pdf", 0)] * 3)
+    with pikepdf.open(drawn, allow_overwriting_input=True) as pdf:
+        pdf.pages[1].Contents = pdf.make_stream(b"")  # blank
+        pdf.pages[2].Contents = pdf.make_stream(b"4 w 100 100 m 400 500 l S")  # a path
+        pdf.save(drawn)
+    done = convert_cli(daemon.config_file, drawn, tmp_path / "drawn", "auto")
+    assert done.returncode == 0, done.stderr
+    status = json.loads((tmp_path / "drawn" / "drawn.pdf.status.json").read_text())
+    assert status["pages"] == 3 and status["ocr_pages"] == 1, status
+    assert "(3 pages, 1 by OCR," in done.stdout, done.stdout
     assert daemon.stop() == 0
 
 

@@ -64,9 +64,7 @@ class ScanPdfPipeline(NativePdfPipeline):
         page = super()._parse_page(timings, conv_res, page_backend)
         if page is None or page.parsed_page is None or page.size is None:
             return page
-        if not needs_ocr(
-            self.options.ocr.mode, page.parsed_page, page.size.width * page.size.height
-        ):
+        if not needs_ocr(self.options.ocr.mode, page.parsed_page, page.size, page_backend):
             return page
         scale = min(
             self.render_scale(page_backend), MAX_SIDE / max(page.size.width, page.size.height)
@@ -75,9 +73,9 @@ class ScanPdfPipeline(NativePdfPipeline):
             found = self.engine.read(page_backend.get_page_image(scale=scale))
         except JobError as exc:
             raise OcrUnavailable(exc) from exc
+        setattr(page, TURNS, found.turns)  # pydantic keeps an undeclared _name as is
         if found.paragraphs:
             page.parsed_page = ocr_page(page.parsed_page, found, scale)
-            setattr(page, TURNS, found.turns)  # pydantic keeps an undeclared _name as is
         return page
 
     def render_scale(self, page_backend: PdfPageBackend) -> float:
@@ -123,6 +121,11 @@ def text_turns(result: ConversionResult) -> dict[int, int]:
     return {number: turns for number, turns in turned.items() if turns}
 
 
+def ocr_count(result: ConversionResult) -> int:
+    """How many pages OCR read (whether or not it found text on them)."""
+    return sum(getattr(page, TURNS, None) is not None for page in result.pages)
+
+
 class OcrCell(TextCell):
     """A paragraph read by OCR, with its lines: a box (page points, top-left origin) and
     the span of the paragraph's text each holds."""
@@ -134,15 +137,22 @@ def top_left(box: Box) -> BoundingBox:
     return BoundingBox(l=box[0], t=box[1], r=box[2], b=box[3], coord_origin=CoordOrigin.TOPLEFT)
 
 
-def needs_ocr(mode: str, parsed: SegmentedPdfPage, page_area: float) -> bool:
-    """auto: a page with no text layer, or only a stamp of text over a page-sized scan."""
+def needs_ocr(
+    mode: str, parsed: SegmentedPdfPage, size: Size, page_backend: PdfPageBackend
+) -> bool:
+    """auto: a page with no text layer but something drawn on it (an image or vector
+    paths, which may be text turned to outlines), or only a stamp of text over a page-sized
+    scan. Decided from what the parser already found, before anything is rendered: a
+    blank page (a separator, the back of a sheet) is not OCR'd, so a born-digital document
+    never loads the OCR engine."""
     if mode != "auto":
         return mode == "force"
     chars = sum(not c.isspace() for cell in parsed.textline_cells for c in cell.text)
     if chars == 0:
-        return True
+        whole = BoundingBox(l=0, t=0, r=size.width, b=size.height, coord_origin=CoordOrigin.TOPLEFT)
+        return page_backend.has_content_in(bbox=whole, shapes=True, bitmaps=True) is not False
     covered = sum(bitmap.rect.to_bounding_box().area() for bitmap in parsed.bitmap_resources)
-    return chars < STAMP_CHARS and covered >= SCAN_COVER * page_area
+    return chars < STAMP_CHARS and covered >= SCAN_COVER * size.width * size.height
 
 
 def ocr_page(parsed: SegmentedPdfPage, found: PageText, scale: float) -> SegmentedPdfPage:

@@ -1,6 +1,8 @@
-"""The in-process floor: docling's DocumentConverter, built as hotfolder builds it, converting
-the files in `procs` processes and writing the same outputs (Markdown and JSON), with no
-queue, no sidecars, no watching. What any service around docling must at least spend.
+"""The in-process floor: plain docling (a DocumentConverter with the native PDF pipeline, no
+OCR and no check for pages that need it) converting the files in `procs` processes and
+writing the same outputs (Markdown and JSON), with no queue, no sidecars, no watching. What
+any service around docling must at least spend; what hotfolder adds, OCR check included, is
+measured against it.
 
     python tests/bench/floor.py --procs 2 --out DIR FILE... > result.json
 
@@ -17,18 +19,23 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from watcher.settings import usable_cores
-
 CONVERTER = None
 BARRIER = None
 
 
-def warm(threads: int, ocr: str, barrier: object) -> None:
-    global CONVERTER, BARRIER
-    from handlers.converter import ConversionOptions, build_converter
-    from handlers.ocr.engine import OcrOptions
+def plain_docling() -> object:
+    from docling.datamodel.base_models import InputFormat
+    from docling.document_converter import DocumentConverter, PdfFormatOption
+    from docling.pipeline.native_pdf_pipeline import NativePdfPipeline
 
-    CONVERTER = build_converter(ConversionOptions(ocr=OcrOptions(mode=ocr, threads=threads)))
+    return DocumentConverter(
+        format_options={InputFormat.PDF: PdfFormatOption(pipeline_cls=NativePdfPipeline)}
+    )
+
+
+def warm(barrier: object) -> None:
+    global CONVERTER, BARRIER
+    CONVERTER = plain_docling()
     BARRIER = barrier
 
 
@@ -56,16 +63,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--ocr", choices=["auto", "off", "force"], default="auto")
     parser.add_argument("files", nargs="+")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = [(f, str(args.out / f"{n:05d}-{Path(f).name}")) for n, f in enumerate(args.files)]
-    # hotfolder shares the cores among its workers for OCR threads; so does the floor.
-    threads = max(1, usable_cores() // args.procs)
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(args.procs)
-    with context.Pool(args.procs, initializer=warm, initargs=(threads, args.ocr, barrier)) as pool:
+    with context.Pool(args.procs, initializer=warm, initargs=(barrier,)) as pool:
         pool.map(meet, range(args.procs), chunksize=1)
         started = time.perf_counter()
         done = pool.map(convert, jobs, chunksize=1)

@@ -13,6 +13,8 @@ Sections (each a function below; `--only` picks some):
             the metrics text file, and with a command hook
   formats   ms per page to render each output format (md, json, ..., chunks, pdf) from a
             converted born-digital PDF, scanned PDF and DOCX
+  ocr_check born-digital PDFs with conversion.ocr "auto" against "off", `hotfolder convert`
+            in fresh processes: what checking pages for OCR costs where none needs it
   latency   drop-to-completed on a daemon idle for a minute, settle subtracted; idle CPU
   burst     10,000 tiny files at once: intake and completion rates, watcher peak RSS, lost
             and duplicated
@@ -177,12 +179,12 @@ def tiny_files(folder: Path, count: int) -> list[Path]:
     return files
 
 
-def floor(files: list[Path], procs: int, out: Path, ocr: str = "auto") -> dict:
+def floor(files: list[Path], procs: int, out: Path) -> dict:
     """The in-process floor (floor.py); `cold_s` is the whole command, start-up included."""
     started = time.perf_counter()
     done = subprocess.run(
         [PYTHON, str(REPO / "tests/bench/floor.py"), "--procs", str(procs), "--out", str(out)]
-        + ["--ocr", ocr, *map(str, files)],
+        + list(map(str, files)),
         capture_output=True,
         text=True,
         check=True,
@@ -409,6 +411,45 @@ def formats(tmp: Path, quick: bool, reps: int) -> dict:
     return {"docs": FORMAT_DOCS, "ms_per_page": per_page}
 
 
+AUTO_DOCS = ["pdf/redp5110_sampled.pdf", "pdf/picture_classification.pdf", "pdf/multi_page.pdf"]
+
+
+def ocr_check(tmp: Path, quick: bool, reps: int) -> dict:
+    """What `conversion.ocr = "auto"` costs on born-digital PDFs, against `"off"`: each
+    `hotfolder convert` in a fresh process (whole command, start-up included, and the
+    conversion alone from its sidecar), the two modes alternating."""
+    from tests.helpers import hotfolder_argv
+
+    config = tmp / "config.toml"
+    config.write_text("")
+    runs: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for rel in AUTO_DOCS[:1] if quick else AUTO_DOCS:
+        source = corpus(rel)
+        for rep in range(max(reps, 3)):
+            for mode in ("off", "auto"):
+                out = tmp / f"{mode}{rep}"
+                began = time.perf_counter()
+                subprocess.run(
+                    hotfolder_argv("--config", str(config), "convert", str(source), "-o", str(out)),
+                    check=True,
+                    capture_output=True,
+                    env={**os.environ, "HOTFOLDER_CONVERSION__OCR": mode, "HF_HUB_OFFLINE": "1"},
+                )
+                whole = time.perf_counter() - began
+                status = json.loads((out / f"{source.name}.status.json").read_text())
+                seconds = runs.setdefault(rel, {}).setdefault(mode, {"command": [], "convert": []})
+                seconds["command"].append(whole)
+                seconds["convert"].append(status["duration_s"])
+    ratios = {
+        rel: {
+            part: statistics.median(modes["auto"][part]) / statistics.median(modes["off"][part])
+            for part in ("command", "convert")
+        }
+        for rel, modes in runs.items()
+    }
+    return {"docs": list(runs), "seconds": runs, "auto / off": ratios}
+
+
 class Receiver:
     """A local HTTP server that answers every POST with 200, for the webhook runs."""
 
@@ -563,7 +604,7 @@ def cli(tmp: Path, quick: bool, reps: int) -> dict:
 
 
 SECTIONS: dict[str, Callable[[Path, bool, int], dict]] = {
-    f.__name__: f for f in (batch, overhead, hooks, formats, latency, burst, ocr, cli)
+    f.__name__: f for f in (batch, overhead, hooks, formats, ocr_check, latency, burst, ocr, cli)
 }
 
 

@@ -124,7 +124,7 @@ def with_tesseract(tmp: Path, rows: list[dict[str, str]], cores: int) -> dict:
             notes.append(f"OCRmyPDF failed on {row['file']}: {done.stderr.strip()[-200:]}")
         else:
             pdfs.append((row, target))
-    read = floor([p for _, p in pdfs], cores, tmp / "read", ocr="off") if pdfs else {}
+    read = floor([p for _, p in pdfs], cores, tmp / "read") if pdfs else {}
     seconds += read.get("warm_s", 0.0)
     texts = sorted((tmp / "read").glob("*.md")) if pdfs else []
     scores = []

@@ -49,8 +49,8 @@ def batch(s: dict) -> list[str]:
     runs = s["seconds"]
     warm, cold = runs["floor_warm"]["median"], runs["floor_cold"]["median"]
     rows = [
-        ("in-process floor, warm converters", "floor_warm", warm),
-        ("in-process floor, cold (start-up included)", "floor_cold", cold),
+        ("in-process floor (plain docling), warm converters", "floor_warm", warm),
+        ("in-process floor (plain docling), cold (start-up included)", "floor_cold", cold),
         (
             f"hotfolder, ready daemon (drop to last done, {s['settle_s_included']:g} s settle)",
             "ready",
@@ -126,6 +126,32 @@ def formats(s: dict) -> list[str]:
         "**Output formats**: ms per page to render each format from a converted document"
         " (medians of 3 renders).",
         ["format", *(f"`{Path(doc).name}`" for doc in docs)],
+        rows,
+    )
+
+
+def ocr_check(s: dict) -> list[str]:
+    def median(values: list[float]) -> str:
+        return f"{sorted(values)[len(values) // 2]:.2f}"
+
+    rows = []
+    for doc in s["docs"]:
+        modes, ratio = s["seconds"][doc], s["auto / off"][doc]
+        rows.append(
+            [f"`{Path(doc).name}`"]
+            + [
+                median(modes[mode][part])
+                for part in ("command", "convert")
+                for mode in ("off", "auto")
+            ]
+            + [f"{ratio['command']:.2f}x", f"{ratio['convert']:.2f}x"]
+        )
+    return table(
+        '**OCR check**: born-digital PDFs with `conversion.ocr = "auto"` against `"off"`,'
+        " `hotfolder convert` in fresh processes (median seconds: the whole command, and the"
+        " conversion alone from the sidecar).",
+        ["document", "command off", "command auto", "convert off", "convert auto"]
+        + ["command auto/off", "convert auto/off"],
         rows,
     )
 
@@ -211,7 +237,9 @@ def memory(sections: dict) -> list[str]:
     return lines
 
 
-RENDERERS = {f.__name__: f for f in (batch, overhead, hooks, formats, latency, burst, ocr, cli)}
+RENDERERS = {
+    f.__name__: f for f in (batch, overhead, hooks, formats, ocr_check, latency, burst, ocr, cli)
+}
 
 
 def panels(results: dict) -> list[tuple[str, list[tuple[str, float]], str]]:

@@ -60,6 +60,7 @@ def convert_one(settings: Settings, file: Path, output_dir: Path) -> int:
         return 1
     for fmt, path in status.outputs.items():
         print(f"{fmt:<6} {output_dir / path}")
-    summary = f"({status.pages or 0} pages, {status.duration_s} s)"
+    read = f", {status.ocr_pages} by OCR" if status.ocr_pages else ""
+    summary = f"({status.pages or 0} pages{read}, {status.duration_s} s)"
     print(f"{'status':<6} {context.ledger.path(source.name)}  {summary}")
     return 0
