@@ -108,3 +108,12 @@ def test_no_huey_method_is_replaced_at_run_time() -> None:
                     assert isinstance(target.value, ast.Name) and target.value.id == "self", (
                         f"{where} assigns to {target.attr}"
                     )
+
+
+def test_the_work_process_does_not_load_the_file_watcher() -> None:
+    """Start-up time: the process that converts imports docling before its workers fork,
+    and nothing it does not use (watchdog is the watch process's)."""
+    done = run_python("import sys, watcher.daemon.consumer; print('watchdog' in sys.modules)")
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]
+    done = run_python("import sys, watcher.daemon.watch; print('watchdog' in sys.modules)")
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -19,9 +20,11 @@ from handlers.lifecycle import end_vanished, recover_lost
 from handlers.outputs import remove_outputs
 from handlers.sidecar import TERMINAL, JobStatus, now_iso
 from watcher.daemon.inflight import lost_reason
-from watcher.daemon.observer import SettleTracker
 from watcher.logs import Complaint
 from watcher.services import Services
+
+if TYPE_CHECKING:  # the work process, which reconciles too, never loads watchdog
+    from watcher.daemon.observer import SettleTracker
 
 log = structlog.get_logger("hotfolder.recovery")
 
