@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.bench import ocr_pages
 from tests.bench.harness import (
     SETTLE,
     TERMINAL,
@@ -181,4 +182,12 @@ def compare(tmp: Path, quick: bool) -> dict:
         "word similarity over the files with a groundtruth: " + json.dumps(with_truth)[1:-1]
     )
     notes.append("hotfolder's time is drop to last done, settle subtracted")
-    return {"files": len(files), "pages": total_pages, "engines": engines, "notes": notes}
+    (tmp / "pages").mkdir()
+    by_page = ocr_pages.measure(tmp / "pages", 1 if quick else 3)
+    return {
+        "files": len(files),
+        "pages": total_pages,
+        "engines": engines,
+        "notes": notes,
+        "by_page": by_page,
+    }

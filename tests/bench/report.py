@@ -204,7 +204,38 @@ def ocr(s: dict) -> list[str]:
     )
     if s.get("notes"):
         lines += ["", "; ".join(s["notes"]) + "."]
+    if "by_page" in s:
+        lines += ["", *ocr_pages(s["by_page"])]
     return lines
+
+
+def ocr_pages(s: dict) -> list[str]:
+    engines = s["engines"]
+    by_kind = table(
+        "**OCR engines alone**, one thread each, page images already made: hotfolder's engine"
+        " (warm, in process) and `tesseract` run on the same images. Pages/s and mean word"
+        " similarity to the page's known text, by page type.",
+        ["pages", *(f"{e} pages/s" for e in engines), *(f"{e} similarity" for e in engines)],
+        [
+            [kind]
+            + [f"{engines_of[e]['pages_per_s']:.2f}" for e in engines]
+            + [f"{engines_of[e]['similarity']:.3f}" for e in engines]
+            for kind, engines_of in s["by_kind"].items()
+        ],
+    )
+    names = sorted({stage for row in s["pages"] for stage in row["hotfolder"]["stages"]})
+    stages = table(
+        "Where hotfolder's OCR time goes, per page (seconds).",
+        ["page", "type", *names, "hotfolder s", *(f"{e} s" for e in engines[1:])],
+        [
+            [row["page"], row["kind"]]
+            + [f"{row['hotfolder']['stages'].get(name, 0.0):.2f}" for name in names]
+            + [f"{row[e]['seconds']:.2f}" for e in engines]
+            for row in s["pages"]
+        ],
+    )
+    notes = ["", "; ".join(s["notes"]) + "."] if s["notes"] else []
+    return [*by_kind, "", *stages, *notes]
 
 
 def cli(s: dict) -> list[str]:
