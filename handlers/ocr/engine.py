@@ -88,10 +88,6 @@ class OcrEngine:
         clock = stages if stages is not None else Stages()
         pixels = np.asarray(image.convert("RGB"))
         turns, lines = self.first_pass(pixels, clock)
-        if turns:
-            with clock("turned page, read again"):
-                upright = np.ascontiguousarray(np.rot90(pixels, k=turns))
-                lines = lines_of(self.reader()(upright))
         height, width = pixels.shape[:2]
 
         def back(line: Line) -> Line:
@@ -120,13 +116,56 @@ class OcrEngine:
             crops_upright, orientation = reader.cls_and_rotate(crops)
             turns = page_turns(detected.boxes, [label for label, _ in orientation.cls_res])
         if turns:
-            return turns, []
+            with clock("recognition"):
+                return turns, self.read_turned(pixels, turns, detected, orientation, record)
         with clock("recognition"):
             recognised = reader.recognize_txt(crops_upright)
             output = reader.build_final_output(
                 pixels, detected, orientation, recognised, crops, record
             )
         return 0, lines_of(output)
+
+    def read_turned(
+        self,
+        pixels: np.ndarray,
+        turns: int,
+        detected: Any,
+        orientation: Any,
+        record: dict[str, Any],
+    ) -> list[Line]:
+        """The lines of a page that lies turned, boxed as on the page turned upright: the
+        boxes found on the page as it lies are turned with it, and the lines are cut out of
+        the upright page and read, so nothing is detected twice. The page's lines voted
+        how it lies; no line is turned on its own after that (the classifier, asked line by
+        line, turned a whole upright line upside down on a test page)."""
+        import numpy as np
+        from rapidocr.utils.process_img import map_boxes_to_original
+
+        reader = self.reader()
+        height, width = pixels.shape[:2]
+        upright = np.ascontiguousarray(np.rot90(pixels, k=turns))
+        found = map_boxes_to_original(detected.boxes.copy(), record, height, width)
+        detected.boxes = np.stack([turn_quad(quad, turns, width, height) for quad in found])
+        crops = reader.crop_text_regions(upright, detected.boxes)
+        recognised = reader.recognize_txt(crops)
+        as_is = {"preprocess": {"ratio_h": 1.0, "ratio_w": 1.0}, "padding_1": {"top": 0, "left": 0}}
+        output = reader.build_final_output(upright, detected, orientation, recognised, crops, as_is)
+        return lines_of(output)
+
+
+def turn_quad(quad: np.ndarray, turns: int, width: int, height: int) -> np.ndarray:
+    """A box's four corners on an image `width` x `height`, on that image turned `turns`
+    quarters counterclockwise (numpy's rot90), clockwise from the top left as the detector
+    orders them (the two leftmost corners are the left side; of each side, the upper one
+    comes first)."""
+    import numpy as np
+
+    x, y = quad[:, 0], quad[:, 1]
+    turned = np.stack({1: (y, width - x), 2: (width - x, height - y), 3: (height - y, x)}[turns])
+    corners = sorted(map(tuple, turned.T))  # by x
+    top_left, bottom_left = sorted(corners[:2], key=lambda corner: corner[1])
+    top_right, bottom_right = sorted(corners[2:], key=lambda corner: corner[1])
+    return np.array([top_left, top_right, bottom_right, bottom_left], dtype=np.float32)
 
 
 class Stages(dict[str, float]):
