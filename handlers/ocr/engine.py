@@ -74,8 +74,8 @@ class OcrEngine:
                     "Det.limit_side_len": DETECTION_SIDE,
                     "EngineConfig.onnxruntime.intra_op_num_threads": self.settings.threads,
                     "EngineConfig.onnxruntime.inter_op_num_threads": 1,
-                    # Line crops differ in width: an arena reuses their buffers.
-                    "EngineConfig.onnxruntime.enable_cpu_mem_arena": True,
+                    # No memory arena (RapidOCR's default): with one, a worker's memory grew
+                    # from 460 to 1,160 MiB over five pages, for 10% less time.
                 }
             )
         return self._reader
