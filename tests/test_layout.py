@@ -60,3 +60,26 @@ def test_a_different_size_or_a_wide_gap_starts_a_new_paragraph() -> None:
         "body line one body line two",
         "next paragraph",
     ]
+
+
+def test_a_box_turned_with_its_page_lands_on_the_same_pixels() -> None:
+    """A box marked on an image, turned with the image by numpy's rot90, covers the marked
+    pixels there, corners clockwise from the top left as the detector gives them."""
+    import numpy as np
+
+    from handlers.ocr.engine import turn_quad
+
+    height, width = 60, 100
+    page = np.zeros((height, width), dtype=np.uint8)
+    page[10:20, 30:80] = 1  # a line 50 px wide, 10 px high
+    quad = np.array([[30, 10], [80, 10], [80, 20], [30, 20]], dtype=np.float32)
+    for turns in (1, 2, 3):
+        turned = np.rot90(page, k=turns)
+        corners = turn_quad(quad, turns, width, height)
+        ys, xs = np.nonzero(turned)
+        assert corners.tolist() == [
+            [xs.min(), ys.min()],
+            [xs.max() + 1, ys.min()],
+            [xs.max() + 1, ys.max() + 1],
+            [xs.min(), ys.max() + 1],
+        ], turns
