@@ -57,6 +57,7 @@ from tests.helpers import (  # noqa: E402
     Daemon,
     corpus,
     descendants,
+    hotfolder_argv,
     offline_rows,
     wait_for,
 )
@@ -418,8 +419,6 @@ def ocr_check(tmp: Path, quick: bool, reps: int) -> dict:
     """What `conversion.ocr = "auto"` costs on born-digital PDFs, against `"off"`: each
     `hotfolder convert` in a fresh process (whole command, start-up included, and the
     conversion alone from its sidecar), the two modes alternating."""
-    from tests.helpers import hotfolder_argv
-
     config = tmp / "config.toml"
     config.write_text("")
     runs: dict[str, dict[str, dict[str, list[float]]]] = {}
@@ -440,14 +439,21 @@ def ocr_check(tmp: Path, quick: bool, reps: int) -> dict:
                 seconds = runs.setdefault(rel, {}).setdefault(mode, {"command": [], "convert": []})
                 seconds["command"].append(whole)
                 seconds["convert"].append(status["duration_s"])
-    ratios = {
+    seconds_of = {
         rel: {
-            part: statistics.median(modes["auto"][part]) / statistics.median(modes["off"][part])
-            for part in ("command", "convert")
+            mode: {part: spread(values) for part, values in parts.items()}
+            for mode, parts in modes.items()
         }
         for rel, modes in runs.items()
     }
-    return {"docs": list(runs), "seconds": runs, "auto / off": ratios}
+    ratios = {
+        rel: {
+            part: modes["auto"][part]["median"] / modes["off"][part]["median"]
+            for part in ("command", "convert")
+        }
+        for rel, modes in seconds_of.items()
+    }
+    return {"docs": list(runs), "seconds": seconds_of, "auto / off": ratios}
 
 
 class Receiver:

@@ -68,19 +68,7 @@ def ocrmypdf() -> str | None:
     command = TOOLS / "ocrmypdf-venv" / "bin" / "ocrmypdf"
     try:
         if not (shutil.which("tesseract") and shutil.which("gs")):
-            subprocess.run(
-                [
-                    "apt-get",
-                    "install",
-                    "-y",
-                    "-q",
-                    "tesseract-ocr",
-                    "tesseract-ocr-eng",
-                    "ghostscript",
-                ],
-                check=True,
-                capture_output=True,
-            )
+            ocr_pages.apt_install("tesseract-ocr", "tesseract-ocr-eng", "ghostscript")
         if not command.exists():
             subprocess.run(["python3", "-m", "venv", str(command.parents[1])], check=True)
             subprocess.run(

@@ -96,42 +96,46 @@ def made_pages(folder: Path) -> Iterator[Page]:
     yield Page("multi_page.pdf p2, as if photographed", "photo", save("photo", image), truth)
 
 
-STAGES: dict[str, dict[str, float]] = {}  # page image -> seconds per stage, last read
+# Reading a page image: its text, and the seconds per stage where the engine tells them.
+Read = Callable[[Path], tuple[str, dict[str, float]]]
 
 
-def hotfolder_engine() -> Callable[[Path], str]:
+def apt_install(*packages: str) -> None:
+    """Install Debian packages (the tools compared against); raises if that fails."""
+    subprocess.run(["apt-get", "install", "-y", "-q", *packages], check=True, capture_output=True)
+
+
+def hotfolder_engine() -> Read:
     from PIL import Image
 
     from handlers.ocr.engine import OcrEngine, OcrOptions, Stages
 
     engine = OcrEngine(OcrOptions(threads=1))
 
-    def read(path: Path) -> str:
+    def read(path: Path) -> tuple[str, dict[str, float]]:
         stages = Stages()
         found = engine.read(Image.open(path), stages)
-        STAGES[str(path)] = dict(stages)
-        return "\n\n".join(paragraph.text for paragraph in found.paragraphs)
+        return "\n\n".join(paragraph.text for paragraph in found.paragraphs), dict(stages)
 
     return read
 
 
-def tesseract_engine() -> Callable[[Path], str] | None:
+def tesseract_engine() -> Read | None:
     if not shutil.which("tesseract"):
-        done = subprocess.run(
-            ["apt-get", "install", "-y", "-q", "tesseract-ocr", "tesseract-ocr-eng"],
-            capture_output=True,
-        )
-        if done.returncode or not shutil.which("tesseract"):
+        try:
+            apt_install("tesseract-ocr", "tesseract-ocr-eng")
+        except (subprocess.CalledProcessError, OSError):
             return None
 
-    def read(path: Path) -> str:
-        return subprocess.run(
+    def read(path: Path) -> tuple[str, dict[str, float]]:
+        done = subprocess.run(
             ["tesseract", str(path), "stdout", "-l", "eng"],
             capture_output=True,
             text=True,
             check=True,
             env={**os.environ, "OMP_THREAD_LIMIT": "1"},
-        ).stdout
+        )
+        return done.stdout, {}
 
     return read
 
@@ -146,16 +150,17 @@ def measure(folder: Path, reps: int) -> dict:
         row: dict = {"page": page.name, "kind": page.kind}
         for name, read in engines.items():
             read(page.image)  # warm (models loaded, files cached)
-            seconds = []
+            runs = []
             for _ in range(reps):
                 began = time.perf_counter()
-                text = read(page.image)
-                seconds.append(time.perf_counter() - began)
+                text, stages = read(page.image)
+                runs.append((time.perf_counter() - began, stages))
+            seconds, stages = sorted(runs, key=lambda run: run[0])[len(runs) // 2]  # the median run
             row[name] = {
-                "seconds": sorted(seconds)[len(seconds) // 2],
+                "seconds": seconds,
                 "similarity": word_similarity(text, page.truth),
+                "stages": stages,
             }
-        row["hotfolder"]["stages"] = STAGES[str(page.image)]
         rows.append(row)
     kinds: dict[str, dict[str, dict[str, float]]] = {}
     for kind in ("sparse", "dense", "photo"):

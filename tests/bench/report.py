@@ -131,16 +131,13 @@ def formats(s: dict) -> list[str]:
 
 
 def ocr_check(s: dict) -> list[str]:
-    def median(values: list[float]) -> str:
-        return f"{sorted(values)[len(values) // 2]:.2f}"
-
     rows = []
     for doc in s["docs"]:
         modes, ratio = s["seconds"][doc], s["auto / off"][doc]
         rows.append(
             [f"`{Path(doc).name}`"]
             + [
-                median(modes[mode][part])
+                f"{modes[mode][part]['median']:.2f}"
                 for part in ("command", "convert")
                 for mode in ("off", "auto")
             ]
