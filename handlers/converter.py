@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 DOCLING_VERSION = version("docling-slim")
 Progress = Callable[[int, int], None]
+PageRange = tuple[int, int]  # 1-based, inclusive
+NO_TEXT = "no text was found in this document"
+PARTIAL = "partial: some pages could not be converted or the time limit was hit"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"})
 
 
@@ -72,8 +75,11 @@ class Conversion:
 
 
 class Converter(Protocol):
-    def convert(self, source: Path, on_pages: Progress, max_pages: int = 0) -> Conversion:
-        """Convert `source`; a result that is not usable raises JobError."""
+    def convert(
+        self, source: Path, on_pages: Progress, max_pages: int = 0, pages: PageRange | None = None
+    ) -> Conversion:
+        """Convert `source` (only `pages`, a part of a long document, if given); a result
+        that is not usable raises JobError."""
         ...
 
 
@@ -84,7 +90,9 @@ class DoclingConverter:
         self.options = options
         self.docling = build_converter(options)
 
-    def convert(self, source: Path, on_pages: Progress, max_pages: int = 0) -> Conversion:
+    def convert(
+        self, source: Path, on_pages: Progress, max_pages: int = 0, pages: PageRange | None = None
+    ) -> Conversion:
         from handlers.ocr.pipeline import ocr_count, text_turns
         from handlers.passwords import unlock
 
@@ -95,8 +103,9 @@ class DoclingConverter:
             unlocked or source,
             on_pages,
             max_pages,
-            options.ocr.mode,
-            options.page_range,
+            # A part may hold no text where the whole does: the joined document is judged.
+            options.ocr.mode == "off" and not pages,
+            pages or options.page_range,
         )
         return Conversion(
             document=result.document,
@@ -144,11 +153,11 @@ def convert(
     source: Path,
     on_pages: Progress,
     max_pages: int = 0,
-    ocr: str = "auto",
-    page_range: tuple[int, int] | None = None,
+    require_text: bool = False,
+    page_range: PageRange | None = None,
 ) -> ConversionResult:
     """Convert `source` (only the pages of `page_range`, if given); a result that is not
-    usable raises JobError."""
+    usable raises JobError, and so does one with no text when `require_text` (OCR off)."""
     from docling.datamodel.base_models import ConversionStatus, FailureCategory
     from docling.datamodel.progress import PageCompletedProgress
 
@@ -184,7 +193,7 @@ def convert(
             detail = "; ".join(error.error_message for error in result.errors)
             raise JobError("too_large", f"{detail} (jobs.max_pages).")
         raise JobError("corrupt", failure_sentence(result))
-    if ocr == "off":
+    if require_text:
         check_text_layer(result)
     return result
 
@@ -199,12 +208,14 @@ def failure_sentence(result: ConversionResult) -> str:
 
 def check_text_layer(result: ConversionResult) -> None:
     """With OCR off, a scan converts to image placeholders only: that output is empty."""
-    from docling.datamodel.base_models import InputFormat
+    fmt = result.input.format
+    check_has_text(result.document, fmt.value if fmt else None)
 
-    document = result.document
-    if document.texts or result.input.format not in (InputFormat.PDF, InputFormat.IMAGE):
+
+def check_has_text(document: DoclingDocument, input_format: str | None) -> None:
+    if document.texts or input_format not in ("pdf", "image"):
         return
-    what = "image" if result.input.format == InputFormat.IMAGE else "PDF has no text layer"
+    what = "image" if input_format == "image" else "PDF has no text layer"
     raise JobError(
         "ocr_required",
         f'This {what} needs OCR to be read, and OCR is off (conversion.ocr = "off"). '
@@ -221,10 +232,28 @@ def is_partial(result: ConversionResult) -> bool:
 def warnings_of(result: ConversionResult) -> list[str]:
     notes = [error.error_message for error in result.errors]
     if is_partial(result):
-        notes.insert(0, "partial: some pages could not be converted or the time limit was hit")
+        notes.insert(0, PARTIAL)
     if not result.document.texts:
-        notes.append("no text was found in this document")
+        notes.append(NO_TEXT)
     return notes
+
+
+def page_count(source: Path) -> int:
+    """The pages of a PDF, read from its page tree without parsing a page (0 when it is not
+    a PDF this can open: the conversion then says what is wrong with it)."""
+    import pypdfium2
+
+    try:
+        with source.open("rb") as handle:
+            if handle.read(5) != b"%PDF-":
+                return 0
+        document = pypdfium2.PdfDocument(source)
+    except (OSError, pypdfium2.PdfiumError):
+        return 0
+    try:
+        return len(document)
+    finally:
+        document.close()
 
 
 class Throttle:

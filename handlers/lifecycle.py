@@ -35,6 +35,7 @@ class JobPolicy:
     retry_backoff: float = 10.0
     max_file_bytes: int = 0
     max_pages: int = 0
+    split_pages: int = 0  # a PDF of more pages is converted in parts (0: never)
     refuse_hard_links: bool = False
     on_success: str = "keep"
     on_failure: str = "keep"

@@ -32,6 +32,7 @@ from handlers.lifecycle import (
 )
 from handlers.markup import check_markup
 from handlers.outputs import Rendition, check_name, write_outputs
+from handlers.parts import Coordinator, Offer, PartStore, lease_key, plan
 from handlers.sidecar import TERMINAL, JobStatus
 from handlers.source import Snapshot, read_input
 
@@ -61,6 +62,7 @@ class JobContext:
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     on_progress: Callable[[JobStatus], None] | None = None
     profile: str | None = None  # the profile whose settings these are (None: the top level)
+    offer: Offer | None = None  # hands a part of a long document to the queue (None: no split)
 
 
 def process_file(rel: str, ctx: JobContext, priority: int = 0) -> JobStatus | None:
@@ -110,8 +112,7 @@ def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext, lease: Leas
     started = time.monotonic()
     try:
         check_markup(copy.path)
-        on_pages = progress_writer(status, ctx, lease)
-        result = ctx.converter.convert(copy.path, on_pages, ctx.policy.max_pages)
+        result = convert_input(status, copy, ctx, progress_writer(status, ctx, lease))
         check_cancel(status, ctx)
         fence(lease, ctx.ledger, status)
         rendition = Rendition(result.document, copy.path, status, ctx.options, result.turns)
@@ -119,20 +120,121 @@ def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext, lease: Leas
             rendition, ctx.ledger.output_dir, status.source, ctx.options.to
         )
     except JobCancelled:
-        return cancel(ctx.ledger, status)
+        return ended(cancel(ctx.ledger, status), ctx)
     except LeaseLost:
         return dropped(ctx.ledger, status)
     except Exception as exc:  # per-job boundary: whatever happens, the job ends recorded
         if not ours(lease, ctx.ledger, status):
             return dropped(ctx.ledger, status)
         if cancelled := cancel_if_asked(ctx.ledger, ctx.leases, status):
-            return cancelled
+            return ended(cancelled, ctx)
         error = named_after_input(classify(exc), copy, status.source)
-        return fail(ctx.ledger, status, error, ctx.policy, origin, time.monotonic() - started)
+        duration = time.monotonic() - started
+        return ended(fail(ctx.ledger, status, error, ctx.policy, origin, duration), ctx)
     status.input_format, status.pages = result.input_format, result.pages
     status.warnings, status.partial = result.warnings, result.partial
     status.decrypted, status.ocr_pages = result.decrypted, result.ocr_pages
-    return complete(ctx.ledger, status, ctx.policy, origin, time.monotonic() - started)
+    duration = time.monotonic() - started
+    return ended(complete(ctx.ledger, status, ctx.policy, origin, duration), ctx)
+
+
+def convert_input(
+    status: JobStatus, copy: Snapshot, ctx: JobContext, on_pages: conv.Progress
+) -> conv.Conversion:
+    """The whole document at once, or, a long PDF with workers to share it, in parts."""
+    parts = plan(conv.page_count(copy.path), ctx.policy.split_pages) if ctx.offer else []
+    if not parts or ctx.offer is None or too_many(parts, ctx.policy):
+        return ctx.converter.convert(copy.path, on_pages, ctx.policy.max_pages)
+    status.parts = len(parts)
+
+    def convert_part(pages: conv.PageRange, progress: conv.Progress) -> conv.Conversion:
+        try:
+            return ctx.converter.convert(copy.path, progress, 0, pages)
+        except JobError as exc:
+            raise named_after_input(exc, copy, status.source) from None
+
+    store = PartStore.of(ctx.ledger.output_dir, status)
+    coordinator = Coordinator(status, store, ctx.leases, convert_part, on_pages)
+    return coordinator.run(parts, ctx.offer, ctx.options.ocr.mode == "off")
+
+
+def too_many(parts: list[conv.PageRange], policy: JobPolicy) -> bool:
+    """Over jobs.max_pages: converted whole, where docling refuses it with the reason."""
+    return bool(policy.max_pages) and parts[-1][1] > policy.max_pages
+
+
+def ended(status: JobStatus, ctx: JobContext) -> JobStatus:
+    """A split job's parts are kept until it ends (or is to be tried again): only a
+    coordinator cut short leaves them, for the next one."""
+    if status.parts:
+        PartStore.of(ctx.ledger.output_dir, status).remove()
+    return status
+
+
+def process_part(rel: str, job_id: str, pages: conv.PageRange, ctx: JobContext) -> bool:
+    """Convert part `pages` of job `job_id`, if the job still runs and nobody converts the
+    part; whatever is not done here, the job's coordinator does. True if it was done here."""
+    with ctx.leases.hold(lease_key(rel, job_id, pages)) as lease:
+        status = ctx.ledger.read(rel)
+        if lease is None or status is None or not part_of(status, job_id, ctx):
+            return False
+        store = PartStore.of(ctx.ledger.output_dir, status)
+        if not store.is_open() or store.read(pages) is not None:
+            return False
+        outcome = convert_part_copy(status, pages, ctx, lease)
+        if outcome is None or not (lease.held() and part_of(ctx.ledger.read(rel), job_id, ctx)):
+            return False
+        store.write(pages, outcome)
+        log.info("job.part_done", source=rel, job_id=job_id, pages=list(pages), worker=ctx.worker)
+        return True
+
+
+def convert_part_copy(
+    status: JobStatus, pages: conv.PageRange, ctx: JobContext, lease: Lease
+) -> conv.Conversion | JobError | None:
+    """Part `pages`, converted from a private copy of the input: its outcome, or None when
+    it is not this worker's to finish (the input changed or cannot be read here, the job
+    stops or the lease is lost)."""
+    ctx.scratch_dir.mkdir(parents=True, exist_ok=True)
+    with private_folder(ctx.scratch_dir) as folder:
+        try:
+            copy = read_input(ctx.input_dir, status.source, Path(folder), ctx.policy.check)
+        except (JobError, OSError) as exc:
+            log.warning("job.part_unreadable", source=status.source, error=str(exc))
+            return None
+        if copy.sha256 != status.sha256:
+            return None  # new content under the name: that is another job
+        try:
+            return ctx.converter.convert(copy.path, part_progress(status, ctx, lease), 0, pages)
+        except JobError as exc:
+            return named_after_input(exc, copy, status.source)
+        except (JobCancelled, LeaseLost) as exc:
+            log.info("job.part_dropped", source=status.source, pages=list(pages), why=repr(exc))
+            return None
+
+
+def part_of(status: JobStatus | None, job_id: str, ctx: JobContext) -> bool:
+    """Whether `status` is a run of job `job_id` that this worker's settings can help."""
+    return (
+        status is not None
+        and status.state == "processing"
+        and status.job_id == job_id
+        and status.settings == ctx.options.fingerprint()
+    )
+
+
+def part_progress(status: JobStatus, ctx: JobContext, lease: Lease) -> conv.Progress:
+    """A part stops at its next page when its job is cancelled, ends, or its lease is lost."""
+    throttle = conv.Throttle(ctx.options.progress_interval)
+
+    def on_pages(done: int, total: int) -> None:
+        check_cancel(status, ctx)
+        if lease.lost:
+            raise LeaseLost
+        if throttle.ready() and not part_of(ctx.ledger.read(status.source), status.job_id, ctx):
+            raise JobCancelled(status.source)
+
+    return on_pages
 
 
 def named_after_input(error: JobError, copy: Snapshot, rel: str) -> JobError:

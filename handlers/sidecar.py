@@ -51,6 +51,7 @@ class JobStatus(BaseModel):
     partial: bool = False
     decrypted: bool = False  # a protected PDF opened with a password from the password file
     ocr_pages: int | None = None  # pages read by OCR (None: not converted, or an old record)
+    parts: int | None = None  # page ranges it was converted in by several workers (None: whole)
     warnings: list[str] = []
     docling_version: str | None = None
     worker: str | None = None

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from handlers.converter import Conversion, Progress
+from handlers.converter import Conversion, PageRange, Progress
 
 
 @dataclass
@@ -17,7 +17,9 @@ class FailingConverter:
     error: BaseException
     calls: list[Path] = field(default_factory=list)
 
-    def convert(self, source: Path, on_pages: Progress, max_pages: int = 0) -> Conversion:
+    def convert(
+        self, source: Path, on_pages: Progress, max_pages: int = 0, pages: PageRange | None = None
+    ) -> Conversion:
         self.calls.append(source)
         raise self.error
 
@@ -30,7 +32,9 @@ class SteppingConverter:
     real: object
     between: Callable[[], None]
 
-    def convert(self, source: Path, on_pages: Progress, max_pages: int = 0) -> Conversion:
+    def convert(
+        self, source: Path, on_pages: Progress, max_pages: int = 0, pages: PageRange | None = None
+    ) -> Conversion:
         self.between()
         on_pages(1, 2)
-        return self.real.convert(source, on_pages, max_pages)  # type: ignore[attr-defined,no-any-return]
+        return self.real.convert(source, on_pages, max_pages, pages)  # type: ignore[attr-defined,no-any-return]

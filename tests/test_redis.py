@@ -240,3 +240,19 @@ def test_while_redis_is_down_status_and_doctor_say_so_and_files_wait(
     for daemon in (host, watch):
         daemon.check_running()  # they rode out the outage
         assert daemon.stop() == 0
+
+
+def test_a_worker_started_while_redis_is_down_waits_for_it(
+    make_daemon, tmp_path, redis_server
+) -> None:
+    watch = make_daemon("watch", root=tmp_path / "shared", config=redis_config(redis_server.url))
+    redis_server.stop()
+    (host,) = start_hosts(make_daemon, tmp_path, redis_server.url, ["hosta"])
+    wait_for(lambda: host.events("work.queue_unreachable"), 60, "the worker to start")
+    time.sleep(2)  # its workers poll the missing queue meanwhile
+    host.check_running()
+    redis_server.restart(keep_data=False)
+    drop(corpus("csv/csv-comma.csv"), watch.input / "after.csv")
+    watch.wait_state("after.csv", ("completed",), timeout=120)
+    for daemon in (host, watch):
+        assert daemon.stop() == 0

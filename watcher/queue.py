@@ -20,6 +20,7 @@ from huey.signals import SIGNAL_INTERRUPTED
 from watcher.backends import Backend
 
 TASK_NAME = "hotfolder.convert"  # stored as "watcher.queue.hotfolder.convert"
+PART_TASK_NAME = "hotfolder.part"  # a part of a long document (handlers.parts)
 log = structlog.get_logger("hotfolder.queue")
 
 
@@ -30,6 +31,8 @@ class Runner(Protocol):
 
     def run(self, rel: str, task: Task | None = None) -> None: ...
 
+    def run_part(self, rel: str, job_id: str, first: int, last: int) -> None: ...
+
     def interrupted(self, signal: str, task: Task) -> None: ...
 
     def stop(self) -> None: ...
@@ -39,14 +42,16 @@ class Runner(Protocol):
 class Queue:
     huey: Huey
     convert: TaskWrapper
-    # The task body, set in the processes that run tasks (`serve`); the others only enqueue.
+    part: TaskWrapper
+    # The task bodies, set in the processes that run tasks (`serve`); the others only enqueue.
     handler: Callable[[str, Task | None], None] | None = None
+    part_handler: Callable[[str, str, int, int], None] | None = None
     busy: Callable[[Exception], bool] = lambda exc: False  # a short wait cures it
 
     def serve(self, worker: Runner) -> None:
         """Run tasks in this process with `worker`: its start-up and shutdown hooks run in
         each worker process, its `interrupted` puts back a task a stop cut short."""
-        self.handler = worker.run
+        self.handler, self.part_handler = worker.run, worker.run_part
         self.huey.on_startup()(worker.start)
         self.huey.on_shutdown()(worker.stop)
         self.huey.signal(SIGNAL_INTERRUPTED)(worker.interrupted)
@@ -54,11 +59,23 @@ class Queue:
     def enqueue(self, rel: str, priority: int, timeout: float, delay: float = 0) -> None:
         """Enqueue `rel` (to run after `delay` seconds), retrying while another process
         holds the database lock."""
+        self.put(self.convert.s(rel, priority=priority, delay=delay or None), rel, timeout)
+
+    def offer_part(
+        self, rel: str, job_id: str, pages: tuple[int, int], priority: int, timeout: float
+    ) -> None:
+        """Offer part `pages` of a running job to any worker, ahead of the waiting jobs of
+        its priority: its job has a worker waiting on it already."""
+        self.put(self.part.s(rel, job_id, *pages, priority=priority + 1), rel, timeout)
+
+    def is_part(self, task: Task) -> bool:
+        return isinstance(task, self.part.task_class)
+
+    def put(self, task: Task, rel: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         pause = 0.05
         while True:
             try:
-                task = self.convert.s(rel, priority=priority, delay=delay or None)
                 self.huey.enqueue(task)
                 return
             except Exception as exc:  # the backend's own errors; only a busy store waits
@@ -105,7 +122,17 @@ def build_queue(backend: Backend, repair: bool = True, patience: float | None = 
             raise RuntimeError("this process does not run conversions")
         queue.handler(rel, task)
 
-    queue = Queue(huey, huey.task(name=TASK_NAME, context=True)(convert), busy=backend.busy)
+    def part(rel: str, job_id: str, first: int, last: int) -> None:
+        if queue.part_handler is None:
+            raise RuntimeError("this process does not run conversions")
+        queue.part_handler(rel, job_id, first, last)
+
+    queue = Queue(
+        huey,
+        huey.task(name=TASK_NAME, context=True)(convert),
+        huey.task(name=PART_TASK_NAME)(part),
+        busy=backend.busy,
+    )
     return queue
 
 

@@ -110,6 +110,7 @@ def job_policy(settings: Settings, profile: ProfileConfig | None = None) -> JobP
         retry_backoff=jobs.retry_backoff,
         max_file_bytes=int(jobs.max_file_mb * 2**20),
         max_pages=jobs.max_pages,
+        split_pages=jobs.split_pages,
         refuse_hard_links=jobs.refuse_hard_links,
         on_success=jobs.on_success,
         on_failure=jobs.on_failure,

@@ -90,6 +90,7 @@ class JobsConfig(Section):
     reconcile_interval: float = Field(300.0, gt=0, le=DAY)
     max_file_mb: float = Field(0.0, ge=0, le=2**30)
     max_pages: int = Field(0, ge=0)
+    split_pages: int = Field(8, ge=0)
     refuse_hard_links: bool = False
     on_success: Literal["keep", "archive", "delete"] = "keep"
     on_failure: Literal["keep", "quarantine"] = "keep"

@@ -23,6 +23,8 @@ Sections (each a function below; `--only` picks some):
   ocr       the corpus scans: pages/s and word similarity, against OCRmyPDF with Tesseract
             (installed by the harness) writing a text layer that docling then reads
   cli       the operator commands at 100,000 sidecars
+  split     a 24-page scanned PDF: one worker with both OCR threads, against the default
+            two workers with one thread each, which share its parts (jobs.split_pages)
 
 Every daemon runs with the shipped defaults (config.toml), as `make run` does.
 """
@@ -609,8 +611,51 @@ def cli(tmp: Path, quick: bool, reps: int) -> dict:
     return {"jobs": jobs, "seconds": dict(bench_cli.measure(jobs, 3 if quick else 5))}
 
 
+SCAN_PAGES = [
+    ("pdf/redp5110_sampled.pdf", range(18)),
+    ("pdf/multi_page.pdf", range(5)),
+    ("pdf/normal_4pages.pdf", range(1)),
+]  # 24 pages, of every density
+
+
+def long_scan(target: Path) -> Path:
+    """The born-digital pages above, rendered at 150 dpi into a PDF of images only."""
+    from tests.bench.ocr_pages import rendered
+
+    images = [rendered(rel, index, 150) for rel, pages in SCAN_PAGES for index in pages]
+    images[0].save(target, "PDF", resolution=150, save_all=True, append_images=images[1:])
+    return target
+
+
+def split(tmp: Path, quick: bool, reps: int) -> dict:
+    """The scan through one worker (which gets both OCR threads, and never splits) and
+    through two (one thread each, sharing its parts), alternating; seconds from the job's
+    start to its end, and whether the Markdown is the same."""
+    scan = long_scan(tmp / "scan.pdf")
+    seconds: dict[str, list[float]] = {"1 worker": [], "2 workers": []}
+    markdown: dict[str, set[bytes]] = {name: set() for name in seconds}
+    for rep in range(1 if quick else max(reps, 2)):
+        for name in seconds:
+            daemon = start(tmp / f"{name[0]}w{rep}", {"workers": {"count": int(name[0])}})
+            shutil.copyfile(scan, daemon.input / ".scan.pdf")
+            os.replace(daemon.input / ".scan.pdf", daemon.input / "scan.pdf")
+            status = daemon.wait_state("scan.pdf", ("completed", "failed"), timeout=3600)
+            daemon.stop()
+            assert status["state"] == "completed", status
+            seconds[name].append(status["duration_s"])
+            markdown[name].add((daemon.output / "scan.pdf.md").read_bytes())
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    return {
+        "pages": sum(len(pages) for _, pages in SCAN_PAGES),
+        "seconds": {name: spread(values) for name, values in seconds.items()},
+        "2 workers / 1 worker": medians["2 workers"] / medians["1 worker"],
+        "same_markdown": len(markdown["1 worker"] | markdown["2 workers"]) == 1,
+    }
+
+
 SECTIONS: dict[str, Callable[[Path, bool, int], dict]] = {
-    f.__name__: f for f in (batch, overhead, hooks, formats, ocr_check, latency, burst, ocr, cli)
+    f.__name__: f
+    for f in (batch, overhead, hooks, formats, ocr_check, latency, burst, ocr, cli, split)
 }
 
 

@@ -265,8 +265,25 @@ def memory(sections: dict) -> list[str]:
     return lines
 
 
+def split(s: dict) -> list[str]:
+    rows = [
+        [name, f"{t['median']:.1f}", ", ".join(f"{run:.1f}" for run in t["runs"])]
+        for name, t in s["seconds"].items()
+    ]
+    same = "the same" if s["same_markdown"] else "NOT the same"
+    return table(
+        f"**Long scan**: a {s['pages']}-page scanned PDF, from the job's start to its end"
+        " (seconds). One worker gets both OCR threads and converts it whole; two workers (the"
+        f" default) get one each and share its parts. Ratio {s['2 workers / 1 worker']:.2f};"
+        f" the Markdown is {same} either way.",
+        ["workers", "median", "runs"],
+        rows,
+    )
+
+
 RENDERERS = {
-    f.__name__: f for f in (batch, overhead, hooks, formats, ocr_check, latency, burst, ocr, cli)
+    f.__name__: f
+    for f in (batch, overhead, hooks, formats, ocr_check, latency, burst, ocr, cli, split)
 }
 
 

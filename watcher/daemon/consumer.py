@@ -33,13 +33,23 @@ def run_work(settings: Settings) -> int:
     services.queue.serve(Worker(services))
     consumer = HotfolderConsumer(services, Notifier())
     consumer.guard.recover_stale()
-    log.info("work.started", workers=settings.worker_count, queue=services.queue.depth())
+    log.info("work.started", workers=settings.worker_count, queue=queue_depth(services))
     try:
         consumer.run()
     finally:
         consumer.guard.heartbeat.stop()
     log.info("work.stopped")
     return 0
+
+
+def queue_depth(services: Services) -> int | None:
+    """For the start line only: a queue that cannot be reached now (Redis down) is waited
+    for by the workers, as when it goes down later; it does not stop the start."""
+    try:
+        return services.queue.depth()
+    except Exception as exc:  # the backend's own errors (redis-py's, sqlite3's)
+        log.warning("work.queue_unreachable", error=str(exc))
+        return None
 
 
 class AnsweringWorker(HueyWorker):

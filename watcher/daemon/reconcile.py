@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from handlers import parts
 from handlers.errors import lost_worker
 from handlers.ledger import Ledger
 from handlers.lifecycle import end_vanished, recover_lost
@@ -63,6 +64,8 @@ def reconcile(services: Services, tracker: SettleTracker, stop: threading.Event)
         leading = False
     tracker.wait_drained(stop)
     sweep(services, leading)
+    if leading and (stale := parts.sweep(settings.output_dir)):
+        log.info("reconcile.parts_removed", folders=stale)
     if leading and settings.jobs.retention_days:
         age = settings.jobs.retention_days * 86400
         forgotten, _ = purge(services, age, sorted(TERMINAL), False, False)

@@ -1,0 +1,197 @@
+"""Long documents in parts, in this process: real docling on a long corpus PDF, real
+sidecars, leases and part files. Another worker is played by calling `process_part` when
+a part is offered; the processes, kills and hosts are in test_split.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from handlers.converter import Conversion, ConversionOptions, DoclingConverter, PageRange
+from handlers.converter import Progress as ConvProgress
+from handlers.errors import JobError
+from handlers.lease import FileLeases
+from handlers.ledger import Ledger
+from handlers.lifecycle import JobPolicy
+from handlers.parts import PARTS, PartStore, join, plan
+from handlers.pipeline import JobContext, process_file, process_part
+from tests.helpers import corpus, long_pdf
+
+REL = "long.pdf"
+
+
+@pytest.fixture(scope="module")
+def docling() -> DoclingConverter:
+    return DoclingConverter(ConversionOptions(progress_interval=0))
+
+
+@pytest.fixture(scope="module")
+def long(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A 36-page PDF (two of the corpus's redp5110 in a row)."""
+    return long_pdf(tmp_path_factory.mktemp("long") / REL, copies=2).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def whole(
+    tmp_path_factory: pytest.TempPathFactory, docling: DoclingConverter, long: bytes
+) -> dict[str, bytes]:
+    """The outputs of the long PDF converted whole (no split)."""
+    root = tmp_path_factory.mktemp("whole")
+    ctx = context(root, docling)
+    (ctx.input_dir / REL).write_bytes(long)
+    status = process_file(REL, ctx)
+    assert status is not None and status.state == "completed" and status.parts is None
+    return {
+        fmt: (ctx.ledger.output_dir / path).read_bytes() for fmt, path in status.outputs.items()
+    }
+
+
+def context(root: Path, converter: object, offer: object = None) -> JobContext:
+    (root / "input").mkdir(exist_ok=True)
+    return JobContext(
+        input_dir=root / "input",
+        ledger=Ledger(root / "output"),
+        leases=FileLeases(root / "locks"),
+        scratch_dir=root / "scratch",
+        options=ConversionOptions(progress_interval=0),
+        converter=converter,  # type: ignore[arg-type]
+        policy=JobPolicy(max_attempts=1, split_pages=8),
+        offer=offer,  # type: ignore[arg-type]
+    )
+
+
+def test_a_plan_splits_only_past_the_limit_into_even_parts() -> None:
+    assert plan(8, 8) == [] and plan(500, 0) == []
+    assert plan(9, 8) == [(1, 3), (4, 6), (7, 9)]
+    assert plan(18, 8) == [(1, 4), (5, 8), (9, 12), (13, 15), (16, 18)]
+    assert plan(36, 8) == [(n, n + 3) for n in range(1, 37, 4)]
+    assert plan(10, 2) == [(n, n) for n in range(1, 11)]
+
+
+def test_parts_done_by_other_workers_and_here_join_to_the_whole_outputs(
+    tmp_path: Path, docling: DoclingConverter, long: bytes, whole: dict[str, bytes]
+) -> None:
+    offered: list[PageRange] = []
+    done_elsewhere: list[bool] = []
+
+    def offer(rel: str, job_id: str, pages: PageRange, priority: int) -> None:
+        offered.append(pages)
+        if len(offered) % 2:  # every other part is taken by "another worker" at once
+            done_elsewhere.append(process_part(rel, job_id, pages, ctx))
+
+    ctx = context(tmp_path, docling, offer)
+    (ctx.input_dir / REL).write_bytes(long)
+    status = process_file(REL, ctx)
+
+    assert status is not None and status.state == "completed", status
+    assert offered == plan(36, 8)[1:] and done_elsewhere == [True] * 4
+    assert status.parts == 9 and status.pages == 36 and status.pages_done == 36
+    outputs = {fmt: (ctx.ledger.output_dir / p).read_bytes() for fmt, p in status.outputs.items()}
+    assert outputs == whole  # byte for byte, Markdown and DoclingDocument JSON
+    assert not any((ctx.ledger.output_dir / PARTS).iterdir())  # the parts are gone
+
+
+@dataclass
+class FailingPart:
+    """The real converter, except that one part raises the error a bad page would."""
+
+    real: DoclingConverter
+    bad: PageRange
+
+    def convert(
+        self,
+        source: Path,
+        on_pages: ConvProgress,
+        max_pages: int = 0,
+        pages: PageRange | None = None,
+    ) -> Conversion:
+        if pages == self.bad:
+            raise JobError("corrupt", f"The PDF file could not be read at {source}.")
+        return self.real.convert(source, on_pages, max_pages, pages)
+
+
+@pytest.mark.parametrize("where", ["here", "elsewhere"])
+def test_a_failed_part_fails_the_job_with_its_error(
+    tmp_path: Path, docling: DoclingConverter, where: str
+) -> None:
+    def offer(rel: str, job_id: str, pages: PageRange, priority: int) -> None:
+        if where == "elsewhere":
+            assert process_part(rel, job_id, pages, ctx)
+
+    ctx = context(tmp_path, FailingPart(docling, (13, 16)), offer)
+    long_pdf(ctx.input_dir / REL, copies=2)
+    status = process_file(REL, ctx)
+
+    assert status is not None and status.state == "failed"
+    assert status.error == {
+        "type": "corrupt",
+        # named after the input, not the private copy a worker converted
+        "message": f"Pages 13-16: The PDF file could not be read at {REL}.",
+        "retryable": False,
+    }
+    assert not any((ctx.ledger.output_dir / PARTS).iterdir())
+
+
+def test_a_cancel_stops_the_job_and_its_parts(tmp_path: Path, docling: DoclingConverter) -> None:
+    took: list[bool] = []
+
+    def offer(rel: str, job_id: str, pages: PageRange, priority: int) -> None:
+        if pages == (9, 12):
+            ctx.leases.request_cancel(rel, job_id)
+        took.append(process_part(rel, job_id, pages, ctx))
+
+    ctx = context(tmp_path, docling, offer)
+    long_pdf(ctx.input_dir / REL, copies=2)
+    status = process_file(REL, ctx)
+
+    assert status is not None and status.state == "cancelled"
+    assert took == [True, False, False, False, False, False, False, False]  # stopped at once
+    assert "md" not in status.outputs
+    assert not any((ctx.ledger.output_dir / PARTS).iterdir())
+
+
+def test_a_part_of_a_job_that_does_not_run_is_not_converted(
+    tmp_path: Path, docling: DoclingConverter
+) -> None:
+    calls: list[PageRange | None] = []
+
+    @dataclass
+    class Counting:
+        def convert(
+            self,
+            source: Path,
+            on_pages: ConvProgress,
+            max_pages: int = 0,
+            pages: PageRange | None = None,
+        ) -> Conversion:
+            calls.append(pages)
+            return docling.convert(source, on_pages, max_pages, pages)
+
+    ctx = context(tmp_path, Counting())
+    long_pdf(ctx.input_dir / REL, copies=1)
+    status = process_file(REL, ctx)  # no offer: converted whole, by this worker
+    assert status is not None and status.state == "completed" and calls == [None]
+    assert not process_part(REL, status.job_id, (1, 4), ctx)  # completed: nothing to do
+    assert not process_part(REL, "another-job", (1, 4), ctx)
+    assert calls == [None]
+
+
+def test_a_stored_part_reads_back_as_it_was_converted(
+    tmp_path: Path, docling: DoclingConverter
+) -> None:
+    source = corpus("pdf/redp5110_sampled.pdf")
+    converted = [docling.convert(source, lambda d, t: None, 0, pages) for pages in plan(18, 8)]
+    store = PartStore(tmp_path / "parts")
+    store.open()
+    for pages, conversion in zip(plan(18, 8), converted, strict=True):
+        store.write(pages, conversion)
+    back = [store.read(pages) for pages in plan(18, 8)]
+    assert all(isinstance(part, Conversion) for part in back)
+    joined, direct = join(back, False), join(converted, False)  # type: ignore[arg-type]
+    assert joined.document.export_to_dict() == direct.document.export_to_dict()
+    assert (joined.pages, joined.warnings) == (18, direct.warnings)
+    store.remove()
+    store.write((1, 4), converted[0])  # a late part, after its job ended: not kept
+    assert not store.folder.exists()
