@@ -627,16 +627,23 @@ def long_scan(target: Path) -> Path:
     return target
 
 
+SPLIT_RUNS = {  # name -> config
+    "1 worker": {"workers": {"count": 1}},
+    "2 workers": {"workers": {"count": 2}},
+    "2 workers, not split": {"workers": {"count": 2}, "jobs": {"split_pages": 0}},
+}
+
+
 def split(tmp: Path, quick: bool, reps: int) -> dict:
-    """The scan through one worker (which gets both OCR threads, and never splits) and
-    through two (one thread each, sharing its parts), alternating; seconds from the job's
-    start to its end, and whether the Markdown is the same."""
+    """The scan through one worker (which gets both OCR threads, and never splits),
+    through two (one thread each, sharing its parts), and through two with splitting off,
+    in turn; seconds from the job's start to its end, and whether the Markdown is the same."""
     scan = long_scan(tmp / "scan.pdf")
-    seconds: dict[str, list[float]] = {"1 worker": [], "2 workers": []}
+    seconds: dict[str, list[float]] = {name: [] for name in SPLIT_RUNS}
     markdown: dict[str, set[bytes]] = {name: set() for name in seconds}
     for rep in range(1 if quick else max(reps, 2)):
-        for name in seconds:
-            daemon = start(tmp / f"{name[0]}w{rep}", {"workers": {"count": int(name[0])}})
+        for n, (name, config) in enumerate(SPLIT_RUNS.items()):
+            daemon = start(tmp / f"run{n}-{rep}", config)
             shutil.copyfile(scan, daemon.input / ".scan.pdf")
             os.replace(daemon.input / ".scan.pdf", daemon.input / "scan.pdf")
             status = daemon.wait_state("scan.pdf", ("completed", "failed"), timeout=3600)
@@ -649,7 +656,7 @@ def split(tmp: Path, quick: bool, reps: int) -> dict:
         "pages": sum(len(pages) for _, pages in SCAN_PAGES),
         "seconds": {name: spread(values) for name, values in seconds.items()},
         "2 workers / 1 worker": medians["2 workers"] / medians["1 worker"],
-        "same_markdown": len(markdown["1 worker"] | markdown["2 workers"]) == 1,
+        "same_markdown": len(set().union(*markdown.values())) == 1,
     }
 
 

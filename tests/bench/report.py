@@ -274,8 +274,9 @@ def split(s: dict) -> list[str]:
     return table(
         f"**Long scan**: a {s['pages']}-page scanned PDF, from the job's start to its end"
         " (seconds). One worker gets both OCR threads and converts it whole; two workers (the"
-        f" default) get one each and share its parts. Ratio {s['2 workers / 1 worker']:.2f};"
-        f" the Markdown is {same} either way.",
+        " default) get one each and share its parts, or, with `jobs.split_pages = 0`, one"
+        f" of them converts it whole. Two workers / one: {s['2 workers / 1 worker']:.2f};"
+        f" the Markdown is {same} every way.",
         ["workers", "median", "runs"],
         rows,
     )
