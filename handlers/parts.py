@@ -37,19 +37,23 @@ STALE_AFTER = 86400.0  # a parts folder untouched this long belongs to no runnin
 Offer = Callable[[str, str, PageRange, int], None]  # (source, job id, pages, priority)
 
 
-def plan(pages: int, split_pages: int) -> list[PageRange]:
-    """The parts of a document of `pages` pages: none (it is converted whole) unless it has
-    more than `split_pages`; then ranges of about half that many pages, as even as can be,
-    so that two workers finish together rather than one waiting on a last long part."""
-    if not split_pages or pages <= split_pages:
+def plan(pages: int, split_pages: int, within: PageRange | None = None) -> list[PageRange]:
+    """The parts of a document of `pages` pages (only those of `within`, the configured
+    page range, if given): none (it is converted whole) unless there are more than
+    `split_pages`; then ranges of about half that many pages, as even as can be, so that
+    two workers finish together rather than one waiting on a last long part."""
+    first, last = within or (1, pages)
+    last = min(last, pages)
+    count = last - first + 1
+    if not split_pages or count <= split_pages:
         return []
-    count = math.ceil(pages / max(split_pages // 2, 1))
-    size, extra = divmod(pages, count)
-    parts, first = [], 1
-    for n in range(count):
-        last = first + size + (n < extra) - 1
-        parts.append((first, last))
-        first = last + 1
+    parts = []
+    number = math.ceil(count / max(split_pages // 2, 1))
+    size, extra = divmod(count, number)
+    for n in range(number):
+        end = first + size + (n < extra) - 1
+        parts.append((first, end))
+        first = end + 1
     return parts
 
 

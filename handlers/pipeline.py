@@ -142,8 +142,9 @@ def convert_input(
     status: JobStatus, copy: Snapshot, ctx: JobContext, on_pages: conv.Progress
 ) -> conv.Conversion:
     """The whole document at once, or, a long PDF with workers to share it, in parts."""
-    parts = plan(conv.page_count(copy.path), ctx.policy.split_pages) if ctx.offer else []
-    if not parts or ctx.offer is None or too_many(parts, ctx.policy):
+    count = conv.page_count(copy.path) if ctx.offer else 0
+    parts = plan(count, ctx.policy.split_pages, ctx.options.page_range)
+    if not parts or ctx.offer is None or too_many(count, ctx.policy):
         return ctx.converter.convert(copy.path, on_pages, ctx.policy.max_pages)
     status.parts = len(parts)
 
@@ -158,9 +159,10 @@ def convert_input(
     return coordinator.run(parts, ctx.offer, ctx.options.ocr.mode == "off")
 
 
-def too_many(parts: list[conv.PageRange], policy: JobPolicy) -> bool:
-    """Over jobs.max_pages: converted whole, where docling refuses it with the reason."""
-    return bool(policy.max_pages) and parts[-1][1] > policy.max_pages
+def too_many(pages: int, policy: JobPolicy) -> bool:
+    """Over jobs.max_pages (counted over the whole document, as docling counts them even
+    with a page range): converted whole, where docling refuses it with the reason."""
+    return bool(policy.max_pages) and pages > policy.max_pages
 
 
 def ended(status: JobStatus, ctx: JobContext) -> JobStatus:

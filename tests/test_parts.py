@@ -68,6 +68,11 @@ def test_a_plan_splits_only_past_the_limit_into_even_parts() -> None:
     assert plan(18, 8) == [(1, 4), (5, 8), (9, 12), (13, 15), (16, 18)]
     assert plan(36, 8) == [(n, n + 3) for n in range(1, 37, 4)]
     assert plan(10, 2) == [(n, n) for n in range(1, 11)]
+    # A page range is split, not the whole document: its pages only, cut at the last page.
+    assert plan(20, 8, (3, 5)) == []
+    assert plan(20, 8, (5, 50)) == [(5, 8), (9, 12), (13, 16), (17, 20)]
+    assert plan(40, 8, (11, 30)) == [(11, 14), (15, 18), (19, 22), (23, 26), (27, 30)]
+    assert plan(4, 2, (9, 12)) == []  # starts past the end: docling says so, unsplit
 
 
 def test_parts_done_by_other_workers_and_here_join_to_the_whole_outputs(
