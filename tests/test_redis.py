@@ -57,7 +57,12 @@ def start_hosts(make_daemon, tmp_path: Path, url: str, names: list[str], **kwarg
     wrap = kwargs.pop("wrap", None)
     return [
         make_daemon(
-            "work", root=tmp_path / name, config=config, wrap=wrap or as_host(name), session=True
+            "work",
+            root=tmp_path / name,
+            config=config,
+            wrap=wrap or as_host(name),
+            session=True,
+            **kwargs,
         )
         for name in names
     ]
@@ -255,4 +260,23 @@ def test_a_worker_started_while_redis_is_down_waits_for_it(
     drop(corpus("csv/csv-comma.csv"), watch.input / "after.csv")
     watch.wait_state("after.csv", ("completed",), timeout=120)
     for daemon in (host, watch):
+        assert daemon.stop() == 0
+
+
+def test_two_hosts_share_the_parts_of_a_long_pdf(make_daemon, tmp_path, redis_server) -> None:
+    watch = make_daemon("watch", root=tmp_path / "shared", config=redis_config(redis_server.url))
+    # Every part takes a second more, so that neither host can do them all alone.
+    hosts = start_hosts(
+        make_daemon, tmp_path, redis_server.url, ["hosta", "hostb"], faults="slow:long*:1"
+    )
+    long_pdf(tmp_path / "long.pdf", copies=2)  # 36 pages: nine parts
+    drop(tmp_path / "long.pdf", watch.input / "long.pdf")
+    final = watch.wait_state("long.pdf", ("completed", "failed"), timeout=180)
+    assert final["state"] == "completed" and final["parts"] == 9 and final["pages"] == 36
+    done = {host.root.name: [e["pages"] for e in host.events("job.part_done")] for host in hosts}
+    assert all(done.values()), done  # both hosts converted parts of it
+    assert sorted(pages for parts in done.values() for pages in parts) == [
+        [n, n + 3] for n in range(1, 37, 4)
+    ]  # each part once
+    for daemon in (*hosts, watch):
         assert daemon.stop() == 0
