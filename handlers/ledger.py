@@ -23,6 +23,7 @@ from handlers.index import JobIndex
 from handlers.outbox import Hook, plan
 from handlers.sidecar import (
     SUFFIX,
+    TERMINAL,
     JobStatus,
     iter_sidecars,
     read_status,
@@ -66,17 +67,22 @@ class Ledger:
                 raise
             return read_status(self.fallback(rel))
 
-    def save(self, status: JobStatus) -> JobStatus:
-        """Replace the sidecar atomically, then mirror it into the index."""
+    def save(self, status: JobStatus, durable: bool | None = None) -> JobStatus:
+        """Replace the sidecar atomically, then mirror it into the index. An outcome is
+        fsynced (`durable`, by default for a terminal state); the record of a job under
+        way need not be: after a power cut, whatever it says (or an older record, or a
+        torn file, read as none), the input file is still there and the reconciler
+        takes it in again."""
         plan(status, self.hooks)
+        durable = status.state in TERMINAL if durable is None else durable
         try:
-            write_status(self.path(status.source), status)
+            write_status(self.path(status.source), status, durable)
         except PathEscapes:  # a link planted in the output folder: never followed
-            write_status(self.fallback(status.source), status)
+            write_status(self.fallback(status.source), status, durable)
         except OSError as exc:
             if exc.errno not in UNUSABLE:
                 raise
-            write_status(self.fallback(status.source), status)
+            write_status(self.fallback(status.source), status, durable)
         if self.index is not None:
             try:
                 self.index.upsert([status])

@@ -63,12 +63,20 @@ class JobPolicy:
 
 
 def admit(
-    ledger: Ledger, rel: str, sha256: str, size: int, mtime_ns: int, priority: int
+    ledger: Ledger,
+    rel: str,
+    sha256: str,
+    size: int,
+    mtime_ns: int,
+    priority: int,
+    durable: bool = False,
 ) -> JobStatus:
-    """A new job for the current content of `rel`: `pending`, waiting for a worker."""
+    """A new job for the current content of `rel`: `pending`, waiting for a worker. Its
+    record is fsynced only when asked (a person's `enqueue --force`): the input file is
+    the record that the reconciler finds again after a power cut."""
     status = new_status(rel, job_id(rel, sha256), sha256, size, priority)
     status.mtime_ns = mtime_ns
-    return ledger.save(status)
+    return ledger.save(status, durable)
 
 
 def start(
@@ -213,7 +221,7 @@ def reopen(ledger: Ledger, status: JobStatus) -> JobStatus:
     status.error = status.retry_at = status.finished_at = status.started_at = None
     status.pages_done = status.pages_total = None
     status.created_at = now_iso()
-    return ledger.save(status)
+    return ledger.save(status, durable=True)  # a person's request outlives a power cut
 
 
 def cancel_if_asked(ledger: Ledger, leases: Leases, status: JobStatus) -> JobStatus | None:

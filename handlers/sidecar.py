@@ -92,12 +92,12 @@ def read_status(sidecar: Path) -> JobStatus | None:
         return None
 
 
-def write_status(sidecar: Path, status: JobStatus) -> JobStatus:
-    """Stamp `updated_at` and replace the sidecar atomically."""
+def write_status(sidecar: Path, status: JobStatus, durable: bool = True) -> JobStatus:
+    """Stamp `updated_at` and replace the sidecar atomically (fsynced if `durable`)."""
     status.updated_at = now_iso()
     # ensure_ascii keeps file names with undecodable bytes (surrogate escapes) valid JSON.
     data = json.dumps(status.model_dump(), ensure_ascii=True, indent=2) + "\n"
-    write_atomic(sidecar, data.encode("ascii"))
+    write_atomic(sidecar, data.encode("ascii"), durable)
     return status
 
 

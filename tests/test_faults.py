@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
 
+from handlers.ledger import Ledger
+from handlers.lifecycle import admit
+from handlers.sidecar import now_iso
+from handlers.source import digest_input
 from tests.helpers import Daemon, alive, corpus, drop, drop_batch, fill, small_tmpfs, wait_for
 
 DOCS = [
@@ -218,3 +224,46 @@ def test_full_output_disk_is_retried_and_nothing_is_truncated(make_daemon, tmp_p
         assert len((output / "r.pdf.md").read_text()) == 9438  # whole, per the manifest
         assert oct((output / "r.pdf.md").stat().st_mode & 0o777) == oct(0o644)
         assert daemon.stop() == 0
+
+
+def test_what_a_power_cut_leaves_unsynced_is_taken_in_again(make_daemon, tmp_path) -> None:
+    """Only outcomes are fsynced: a job's record while it waits or runs, the task and the
+    in-flight note may be lost or torn by a power cut. Whatever each says after one (an old
+    record, none, a torn file, a `processing` of a dead worker, a `pending` with no task),
+    the input file is still there, and every job ends once; an outcome on disk stands."""
+    first = make_daemon("run")
+    drop(corpus("csv/csv-comma.csv"), first.input / "kept.csv")
+    assert first.wait_terminal("kept.csv")["state"] == "completed"
+    assert first.stop() == 0
+    names = ["none.csv", "torn.csv", "half.csv", "running.csv", "waiting.csv"]
+    for name in names:
+        drop(corpus("csv/csv-comma.csv"), first.input / name)
+    ledger = Ledger(first.output)
+    for name in ("half.csv", "running.csv", "waiting.csv"):
+        sha, size, info = digest_input(first.input, name)
+        admit(ledger, name, sha, size, info.st_mtime_ns, 0)
+    (first.output / "torn.csv.status.json").write_bytes(b"")
+    half = first.output / "half.csv.status.json"
+    half.write_bytes(half.read_bytes()[:40])
+    running = ledger.read("running.csv")
+    assert running is not None
+    running.state, running.attempts, running.started_at = "processing", 1, now_iso()
+    running.worker = f"{socket.gethostname()}:{dead_pid()}"
+    ledger.save(running)
+    state = first.root / "state"
+    for extra in ("", "-wal", "-shm"):
+        (state / f"queue.db{extra}").unlink(missing_ok=True)
+    again = make_daemon("run", root=tmp_path)
+    wait_all_terminal(again, names)
+    assert_accounted(again, [*names, "kept.csv"])
+    started = sorted(e["source"] for e in again.events("job.started"))  # both runs' log
+    assert started == sorted([*names, "kept.csv"]), started  # each once: kept.csv not again
+    assert ledger.read("running.csv").attempts == 2  # type: ignore[union-attr]
+    assert again.stop() == 0
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -206,3 +208,39 @@ def test_attempts_never_pass_the_maximum_when_their_ends_cannot_be_recorded(
     assert len(fake.calls) == 2  # no conversion past the maximum
     assert final.error is not None
     assert str(final.error["message"]).count("Gave up after 2 attempts") == 1
+
+
+def test_only_outputs_and_the_outcome_are_fsynced_before_their_rename(
+    context: JobContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order the guarantee rests on: every output on disk before the outcome record,
+    and nothing else of the job synced (its input file is its record until then)."""
+    drop(context, "notes.md", corpus("md/wiki.md"))
+    synced: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    staged: dict[int, str] = {}
+
+    def fsync(fd: int) -> None:
+        synced.append(staged.get(fd, "?"))
+        real_fsync(fd)
+
+    def mkstemp(*args: object, **kwargs: object) -> tuple[int, str]:
+        fd, temp = real_mkstemp(*args, **kwargs)  # type: ignore[arg-type]
+        staged[fd] = temp
+        return fd, temp
+
+    def replace(source: str, target: Path) -> None:
+        renamed[source] = Path(target).name
+        real_replace(source, target)
+
+    renamed: dict[str, str] = {}
+    real_mkstemp = tempfile.mkstemp
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    status = process_file("notes.md", context)
+    assert status is not None and status.state == "completed", status
+    names = [renamed[temp] for temp in synced]
+    assert names == ["notes.md.md", "notes.md.json", "notes.md.status.json"], names
+    record = json.loads(context.ledger.path("notes.md").read_text())
+    assert record["state"] == "completed"

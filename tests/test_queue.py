@@ -28,6 +28,9 @@ def test_queued_sources_lists_waiting_files_and_settings(tmp_path: Path) -> None
     assert queue.depth() == 2
     db = sqlite3.connect(db_file)
     assert db.execute("pragma journal_mode").fetchone()[0] == "wal"
+    # Commits are not fsynced (the reconciler re-enqueues what a power cut loses).
+    with queue.huey.storage.db() as cursor:
+        assert cursor.execute("pragma synchronous").fetchone()[0] == 1  # normal
     assert db.execute("select max(priority) from task").fetchone()[0] == 5
 
 

@@ -10,6 +10,7 @@ from typing import ClassVar
 import structlog
 from huey import SqliteHuey
 from huey.api import Huey, Task
+from huey.storage import SqliteStorage
 
 from handlers.atomic import set_aside
 from handlers.index import open_read_only
@@ -37,8 +38,8 @@ class SqliteBackend:
         return busy(exc)
 
     def huey(self, repair: bool = True, patience: float | None = None) -> Huey:
-        """A file in the state dir: WAL, fsync on, results off; its doorbell wakes the idle
-        workers of this host on every enqueue."""
+        """A file in the state dir: WAL, commits not fsynced (`QueueStorage`), results off;
+        its doorbell wakes the idle workers of this host on every enqueue."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if repair:
             repair_queue(self.path)
@@ -50,7 +51,6 @@ class SqliteBackend:
                     QUEUE_NAME,
                     filename=str(self.path),
                     results=False,
-                    fsync=True,
                     timeout=LOCK_WAIT if repair else 1,  # a reader does not wait long
                     utc=True,
                     bell=Doorbell(self.state_dir / "queue.bell"),
@@ -110,10 +110,24 @@ def busy(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
+class QueueStorage(SqliteStorage):
+    """huey's SQLite storage, its commits not fsynced (`synchronous=normal`: the WAL is
+    synced at checkpoints, and the file stays whole through a power cut). The queue is
+    only the dispatcher: a task lost with the last commits before a power cut is
+    enqueued again by the reconciler at start, from the input files and sidecars."""
+
+    def _create_connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection = super()._create_connection()
+        conn.execute("pragma synchronous=normal")
+        return conn
+
+
 class RingingSqliteHuey(SqliteHuey):
     """huey's SQLite storage that rings this host's doorbell on every enqueue (ours, the
     scheduler's moves of due retries, a stop's put-backs): an idle worker starts the task
     at once instead of at its next poll. Redis needs none: its dequeue blocks."""
+
+    storage_class = QueueStorage
 
     def __init__(self, *args: object, bell: Doorbell, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)

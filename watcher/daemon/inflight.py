@@ -30,7 +30,9 @@ def entry_file(workers_dir: Path, pid: int) -> Path:
 def mark_running(workers_dir: Path, source: str) -> None:
     pid = os.getpid()
     record = {"pid": pid, "source": source, "started": time.time()}
-    write_atomic(entry_file(workers_dir, pid), json.dumps(record, ensure_ascii=True).encode())
+    # Not fsynced: it speaks of a live process, and no process outlives a power cut.
+    data = json.dumps(record, ensure_ascii=True).encode()
+    write_atomic(entry_file(workers_dir, pid), data, durable=False)
 
 
 def mark_killed(workers_dir: Path, entry: Running, reason: str) -> None:

@@ -101,7 +101,7 @@ class Intake:
             return "requeued", recorded
         if force:
             self.leases.clear_cancel(rel)  # a person asks again
-        return "enqueued", admit(self.ledger, rel, sha, size, info.st_mtime_ns, priority)
+        return "enqueued", admit(self.ledger, rel, sha, size, info.st_mtime_ns, priority, force)
 
     def refuse(
         self,
