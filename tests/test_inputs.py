@@ -22,8 +22,9 @@ def test_archive_on_success_and_quarantine_on_failure(make_daemon) -> None:
     failed = daemon.wait_state("team/broken.pdf", ("failed",))
     archived = daemon.root / "archive" / "team" / "memo.docx"
     quarantined = daemon.root / "quarantine" / "team" / "broken.pdf"
-    wait_for(lambda: archived.exists() and quarantined.exists(), 10, "inputs to be moved")
-    done, failed = daemon.sidecar("team/memo.docx"), daemon.sidecar("team/broken.pdf")
+    done = daemon.wait_disposition("team/memo.docx")
+    failed = daemon.wait_disposition("team/broken.pdf")
+    assert archived.exists() and quarantined.exists()
     assert done["disposition"] == f"archived: {archived}"
     assert failed["disposition"] == f"quarantined: {quarantined}"
     assert archived.read_bytes() == corpus("docx/word_sample.docx").read_bytes()
@@ -41,8 +42,8 @@ def test_delete_on_success_keeps_failures_in_place(make_daemon) -> None:
     (daemon.input / "junk.xyz").write_bytes(b"\x00\x01\x02")
     assert daemon.wait_terminal("t.csv")["state"] == "completed"
     assert daemon.wait_terminal("junk.xyz")["state"] == "failed"
-    wait_for(lambda: not (daemon.input / "t.csv").exists(), 10, "the input to be deleted")
-    assert daemon.sidecar("t.csv")["disposition"] == "deleted"
+    assert daemon.wait_disposition("t.csv")["disposition"] == "deleted"
+    assert not (daemon.input / "t.csv").exists()
     assert (daemon.input / "junk.xyz").exists()  # never deleted unless configured
     assert daemon.stop() == 0
 
@@ -73,6 +74,26 @@ def test_limits_partial_results_and_worker_recycling(make_daemon) -> None:
     wait_for(lambda: daemon.events("worker.recycled"), 10, "the recycle to be logged")
     assert all(e["level"] == "info" for e in daemon.events("worker.recycled"))
     assert "died, restarting" not in daemon.log()  # a planned recycle is not a death
+    assert all(e["reason"] == "2 tasks run" for e in daemon.events("worker.recycling"))
+    assert daemon.stop() == 0
+
+
+def test_a_worker_grown_past_its_memory_limit_is_replaced_between_jobs(make_daemon) -> None:
+    # A worker holds more than 1 MiB from its start: it is replaced after every job, and no
+    # job is cut short or failed for it (only workers.max_memory_mb kills).
+    daemon = make_daemon(
+        "run", config={"workers": {"count": 1, "max_tasks_per_worker": 0, "recycle_memory_mb": 1}}
+    )
+    for i in range(3):
+        drop(corpus("csv/csv-comma.csv"), daemon.input / f"c{i}.csv")
+    done = [daemon.wait_terminal(f"c{i}.csv") for i in range(3)]
+    assert all(s["state"] == "completed" and s["attempts"] == 1 for s in done), done
+    assert len({s["worker"] for s in done}) == 3  # a fresh process for each job
+    wait_for(lambda: len(daemon.events("worker.recycling")) >= 3, 10, "three recycles")
+    recycling = daemon.events("worker.recycling")
+    assert all(e["reason"].startswith("resident memory ") for e in recycling), recycling
+    wait_for(lambda: len(daemon.events("worker.recycled")) >= 3, 10, "the replacements")
+    assert "died, restarting" not in daemon.log()
     assert daemon.stop() == 0
 
 

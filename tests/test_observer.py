@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from watchdog.observers.polling import PollingObserver
 import watcher.daemon.observer as observer_module
 from tests.helpers import wait_for
 from watcher.daemon.ignore import IgnoreRules
-from watcher.daemon.observer import Handoff, SettleTracker, start_observer
+from watcher.daemon.observer import LOST_EVENTS, Handoff, LostEvents, SettleTracker, start_observer
 from watcher.settings import WatchConfig
 
 
@@ -108,6 +109,40 @@ def test_exhausted_inotify_falls_back_to_polling(tmp_path: Path, monkeypatch) ->
         observer.join(5)
         stop.set()
         thread.join(5)
+
+
+class Shown(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_lost_events_are_heard_even_when_the_log_shows_errors_only() -> None:
+    """watchdog's overflow warning reaches the rescan whatever the log level, and the log
+    keeps the level it was given (the end-to-end case is in test_watching)."""
+    family, source = logging.getLogger("watchdog"), logging.getLogger(LOST_EVENTS[0])
+    handler = Shown()
+    shown = handler.records
+    source.addHandler(handler)
+    before = family.level
+    family.setLevel(logging.ERROR)
+    heard: list[bool] = []
+    losses = LostEvents(lambda: heard.append(True)).install()
+    try:
+        source.warning("Inotify queue overflowed; filesystem events were lost")
+        source.warning("something else")
+        assert heard == [True] and shown == []
+        family.setLevel(logging.WARNING)
+        source.warning("Inotify queue overflowed; filesystem events were lost")
+        assert heard == [True, True] and len(shown) == 1
+    finally:
+        losses.remove()
+        source.removeHandler(handler)
+        family.setLevel(before)
+    assert source.level == logging.NOTSET
 
 
 def test_rescans_do_not_restart_the_quiet_period(tmp_path: Path) -> None:

@@ -22,18 +22,32 @@ from pathlib import Path
 import pytest
 import structlog
 
-from tests.helpers import corpus, drop, hotfolder_argv, run_cli, status_json, wait_for
+from tests.helpers import REPO, corpus, drop, hotfolder_argv, run_cli, status_json, wait_for
 from watcher.logs import configure_logging
 from watcher.settings import LogConfig
 
 READER_UID, GROUP_GID = 54321, 54322  # a user in the service's group: no passwd entry needed
 UMASK_0027 = ["sh", "-c", 'umask 0027 && exec "$@"', "sh"]  # the units' UMask=0027
+READER = [  # Python as that user, without hotfolder_argv's root-only setpriv
+    "setpriv",
+    f"--reuid={READER_UID}",
+    f"--regid={READER_UID}",
+    f"--groups={GROUP_GID}",
+    "--inh-caps=-all",
+    "--",
+    sys.executable,
+]
 
 
 @pytest.fixture
 def open_root() -> Iterator[Path]:
     """A folder other users can reach (pytest's own tmp folder is root's alone), laid out
     as install.sh does: folders of the service's group, setgid, group-writable."""
+    probe = subprocess.run(
+        [*READER, "-c", "import watcher.cli"], capture_output=True, text=True, timeout=60, cwd="/"
+    )
+    if probe.returncode != 0:  # e.g. a clone inside `mktemp -d`, a folder of root's alone
+        pytest.skip(f"another user cannot load hotfolder from {REPO}: {probe.stderr[-200:]}")
     root = Path(tempfile.mkdtemp(prefix="hotfolder-op-"))
     root.chmod(0o755)
     for name in ("input", "output", "state", "archive", "quarantine"):
@@ -46,20 +60,7 @@ def open_root() -> Iterator[Path]:
 
 def as_reader(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI as an unprivileged member of the service's group."""
-    argv = [
-        "setpriv",
-        f"--reuid={READER_UID}",
-        f"--regid={READER_UID}",
-        f"--groups={GROUP_GID}",
-        "--inh-caps=-all",
-        "--",
-        sys.executable,  # as that user, without hotfolder_argv's root-only setpriv
-        "-m",
-        "watcher.cli",
-        "--config",
-        str(config),
-        *args,
-    ]
+    argv = [*READER, "-m", "watcher.cli", "--config", str(config), *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/")
 
 

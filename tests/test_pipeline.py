@@ -6,21 +6,24 @@ from __future__ import annotations
 import errno
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from handlers import atomic
+from handlers.atomic import PathEscapes, safe_join
 from handlers.converter import ConversionOptions, DoclingConverter
 from handlers.errors import JobError
+from handlers.index import JobIndex
 from handlers.lease import FileLeases
-from handlers.ledger import Ledger
+from handlers.ledger import GROUP_ROWS, Ledger
 from handlers.lifecycle import JobPolicy
 from handlers.outputs import FORMATS, Rendition, output_format
 from handlers.pipeline import JobContext, process_file
-from handlers.sidecar import JobStatus
+from handlers.sidecar import JobStatus, encode, new_status
+from handlers.source import copy_owners, discard_copies
 from tests.fakes import FailingConverter, SteppingConverter
 from tests.helpers import corpus
 
@@ -164,6 +167,63 @@ def test_a_registered_output_format_gets_the_private_copy(context: JobContext) -
     assert written == f"{corpus('csv/csv-comma.csv').stat().st_size}\n"
 
 
+def test_a_workers_private_copies_are_gone_after_each_job_and_an_earlier_pids_at_its_first(
+    context: JobContext,
+) -> None:
+    own = context.scratch_dir / f"{os.getpid()}-own0"
+    own.mkdir(parents=True)
+    (own / "table.csv").write_bytes(b"left by a killed process that had this pid\n")
+    for n in range(2):
+        source = drop(context, "csv/table.csv", corpus("csv/csv-comma.csv"))
+        source.write_bytes(source.read_bytes() + b"\n" * n)  # new content: a new job
+        status = process_file("csv/table.csv", context)
+        assert status is not None and status.state == "completed", status
+        assert own.is_dir() and not list(own.iterdir())
+    assert copy_owners(context.scratch_dir) == {os.getpid()}
+    discard_copies(context.scratch_dir, os.getpid())
+    assert not list(context.scratch_dir.iterdir())
+
+
+def test_records_saved_in_a_group_reach_the_index_together_and_their_sidecars_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = JobIndex(tmp_path / "index.db")
+    ledger = Ledger(tmp_path / "output", index)
+    written: list[int] = []  # rows per index transaction
+    upsert_rows = index.upsert_rows
+    monkeypatch.setattr(
+        index, "upsert_rows", lambda rows: (written.append(len(rows)), upsert_rows(rows))
+    )
+
+    def save(rel: str) -> None:
+        ledger.save(new_status(rel, rel, "0" * 64, 1, 0))
+        assert ledger.read(rel) is not None  # the sidecar is in place at once
+
+    with ledger.grouped():
+        for n in range(GROUP_ROWS + 5):
+            save(f"f{n}.md")
+        with ledger.grouped():  # inside a group: held by the outer one
+            save("inner.md")
+        assert written == [GROUP_ROWS] and index.counts() == {"pending": GROUP_ROWS}
+    assert written == [GROUP_ROWS, 6] and index.counts() == {"pending": GROUP_ROWS + 6}
+    save("alone.md")
+    assert written[-1] == 1 and index.counts() == {"pending": GROUP_ROWS + 7}
+
+
+def test_a_sidecar_has_the_bytes_json_would_write_and_any_name_can_be_written() -> None:
+    status = new_status('team/Über "q" 1.md', "a" * 16, "0" * 64, 12, 3)
+    status.state, status.duration_s, status.pages = "failed", 1.234, 7
+    status.outputs = {"md": 'team/Über "q" 1.md.md', "json": "x.json"}
+    status.error = {"type": "corrupt", "message": "line 1\nline 2 — “quoted”", "retryable": False}
+    status.warnings, status.hooks = ["ä", "tab\there"], {"web": {"state": "pending", "tries": 0}}
+    assert (
+        encode(status)
+        == (json.dumps(status.model_dump(), ensure_ascii=True, indent=2) + "\n").encode()
+    )
+    odd = status.model_copy(update={"source": "bad\udcffname.md"})  # undecodable bytes
+    assert json.loads(encode(odd))["source"] == "bad\udcffname.md"
+
+
 def test_a_symlink_out_of_the_input_folder_is_refused(context: JobContext, tmp_path: Path) -> None:
     secret = tmp_path / "secret.md"
     secret.write_text("# not yours\n")
@@ -224,8 +284,8 @@ def test_only_outputs_and_the_outcome_are_fsynced_before_their_rename(
         synced.append(staged.get(fd, "?"))
         real_fsync(fd)
 
-    def mkstemp(*args: object, **kwargs: object) -> tuple[int, str]:
-        fd, temp = real_mkstemp(*args, **kwargs)  # type: ignore[arg-type]
+    def create_temp(path: Path) -> tuple[int, str]:
+        fd, temp = real_create_temp(path)
         staged[fd] = temp
         return fd, temp
 
@@ -234,13 +294,46 @@ def test_only_outputs_and_the_outcome_are_fsynced_before_their_rename(
         real_replace(source, target)
 
     renamed: dict[str, str] = {}
-    real_mkstemp = tempfile.mkstemp
+    real_create_temp = atomic.create_temp
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(atomic, "create_temp", create_temp)
     status = process_file("notes.md", context)
     assert status is not None and status.state == "completed", status
     names = [renamed[temp] for temp in synced]
     assert names == ["notes.md.md", "notes.md.json", "notes.md.status.json"], names
     record = json.loads(context.ledger.path("notes.md").read_text())
     assert record["state"] == "completed"
+
+
+def test_a_path_below_a_folder_may_pass_links_only_to_places_inside_it(tmp_path: Path) -> None:
+    base, outside = tmp_path / "output", tmp_path / "elsewhere"
+    (base / "real" / "deep").mkdir(parents=True)
+    outside.mkdir()
+    (base / "inward").symlink_to(base / "real")
+    (base / "outward").symlink_to(outside)
+    (base / "real" / "file.json").symlink_to(outside / "file.json")
+    assert safe_join(base, "a/b/c.json") == base / "a/b/c.json"  # not there yet
+    assert safe_join(base, "inward/deep/x.json") == base / "inward/deep/x.json"
+    for rel in ("outward/x.json", "real/file.json", "inward/file.json"):
+        with pytest.raises(PathEscapes):
+            safe_join(base, rel)
+    for rel in ("", "/etc/passwd", "a/../../x"):
+        with pytest.raises(ValueError):
+            safe_join(base, rel)
+
+
+def test_an_atomic_write_passes_over_a_temp_name_taken_by_a_planted_link(tmp_path: Path) -> None:
+    """A temp name is opened exclusively: a link planted under the next name (anyone who
+    can write to the output folder can guess it) is neither followed nor replaced."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    target = tmp_path / "out" / "deep" / "a.json"  # its folders are made on the way
+    atomic.write_atomic(target, b"first", durable=False)
+    taken = next(atomic.names) + 1  # the name the next write would take
+    planted = target.with_name(f".a.json.{os.getpid()}.{taken}.tmp")
+    planted.symlink_to(outside)
+    atomic.write_atomic(target, b"second")
+    assert target.read_bytes() == b"second" and outside.read_text() == "keep"
+    assert planted.is_symlink()
+    assert sorted(p.name for p in target.parent.iterdir()) == [planted.name, "a.json"]

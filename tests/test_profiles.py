@@ -40,7 +40,7 @@ def test_profiles_route_files_by_folder(make_daemon) -> None:
         rel: daemon.wait_terminal(rel, timeout=120)
         for rel in ("invoices/a.md", "reports/r.md", "reports/long.pdf", "q3.report.md", "other.md")
     }
-    invoice = done["invoices/a.md"]
+    invoice = daemon.wait_disposition("invoices/a.md")
     assert invoice["profile"] == "invoices-de" and invoice["priority"] == 5, invoice
     assert set(invoice["outputs"]) == {"md", "json", "text"}
     assert (

@@ -63,7 +63,8 @@ def check_joined(daemon: Daemon, whole: dict[str, bytes], attempts: int) -> dict
     done = Counter(tuple(event["pages"]) for event in parts_done(daemon))
     assert sorted(done) == [tuple(pages) for pages in ALL_PARTS]
     assert set(done.values()) == {1}, done  # no part converted twice
-    assert not any((daemon.output / PARTS).iterdir())
+    # Removed once the outcome is recorded (the parts are kept until the job has ended).
+    wait_for(lambda: not any((daemon.output / PARTS).iterdir()), 10, "the parts removed")
     return status
 
 

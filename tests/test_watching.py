@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import time
+from pathlib import Path
 
 from tests.helpers import corpus, drop, read_sidecar, status_json, wait_for
 
@@ -96,6 +98,30 @@ def test_junk_is_ignored_and_bad_files_fail_without_disturbing_others(
     for name in [*junk, "link.pdf"]:
         assert daemon.sidecar(name) is None, name
     assert daemon.stop() == 0
+
+
+def test_files_whose_events_the_kernel_dropped_are_taken_in_at_once(make_daemon) -> None:
+    """A burst that fills the kernel's inotify queue loses events: the watcher scans the
+    input folder again at once, not at the next reconciler pass (an hour away here)."""
+    watch = make_daemon("watch", config={"jobs": {"reconcile_interval": 3600}})
+    wait_for(lambda: '"reconcile.pass"' in watch.log(), 60, "the start-up scan")
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    assert watch.process is not None
+    os.kill(watch.process.pid, signal.SIGSTOP)  # events pile up in the kernel meanwhile
+    try:
+        flood = [watch.input / ".flood-a", watch.input / ".flood-b"]  # ignored: dotfiles
+        for n in range(limit):  # an event or more each, and none merged (two names)
+            flood[n % 2].write_bytes(b"x")
+        late = [f"late{n}.md" for n in range(3)]
+        for name in late:
+            (watch.input / name).write_text(f"# {name}\n\nArrived after the overflow.\n")
+    finally:
+        os.kill(watch.process.pid, signal.SIGCONT)
+    for name in late:
+        assert watch.wait_state(name, ("pending",), timeout=30)["attempts"] == 0
+    assert len(watch.events("watch.events_lost")) == 1
+    assert len(watch.events("reconcile.pass")) == 1  # taken in by the rescan alone
+    assert watch.stop() == 0
 
 
 def test_watcher_alone_shows_pending_then_workers_complete(make_daemon, tmp_path) -> None:

@@ -69,7 +69,8 @@ class WorkersConfig(Section):
     count: int = Field(0, ge=0, le=64)
     poll_max_delay: float = Field(5.0, gt=0, le=300)
     shutdown_timeout: float = Field(60.0, gt=0, le=DAY)
-    max_tasks_per_worker: int = Field(200, ge=0)
+    max_tasks_per_worker: int = Field(1000, ge=0)
+    recycle_memory_mb: int = Field(1024, ge=0, le=2**24)
     max_memory_mb: int = Field(0, ge=0, le=2**24)
 
 
@@ -368,6 +369,13 @@ class Settings(BaseSettings):
         if self.workers.max_memory_mb:
             return self.workers.max_memory_mb
         return max(512, (usable_memory() * 3 // 4 // self.worker_count) >> 20)
+
+    @property
+    def recycle_mb(self) -> int:
+        """`workers.recycle_memory_mb`, kept below half the cap so a worker is replaced
+        between jobs well before one is killed for its memory; 0: never by memory."""
+        wanted = self.workers.recycle_memory_mb
+        return min(wanted, self.memory_cap_mb // 2) if wanted else 0
 
 
 def usable_cores() -> int:

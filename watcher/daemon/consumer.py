@@ -3,11 +3,14 @@ extended through huey's override points (worker class, environment, stop, health
 
 from __future__ import annotations
 
+import os
 import signal
+import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
-from huey.consumer import Consumer, ProcessEnvironment
+from huey.consumer import Consumer, ProcessEnvironment, WorkerRecycle
 from huey.consumer import Worker as HueyWorker
 
 from watcher.backends.doorbell import Doorbell
@@ -26,14 +29,17 @@ STOP_GRACE = 5.0  # seconds an interrupted worker gets to put its job back and e
 def run_work(settings: Settings) -> int:
     """Consume until SIGINT or SIGTERM, both graceful: running jobs finish within
     `workers.shutdown_timeout`, then are interrupted and put back in the queue."""
+    # Offline machines must fail a model download at once instead of hanging on it; set
+    # before docling is imported, as huggingface_hub reads it when it is imported.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # Imported once here so every forked worker starts with docling already loaded.
     import docling.document_converter  # noqa: F401
 
     services = open_services(settings, daemon=True)
-    services.queue.serve(Worker(services))
-    consumer = HotfolderConsumer(services, Notifier())
+    worker = Worker(services)
+    services.queue.serve(worker)
+    consumer = HotfolderConsumer(services, Notifier(), worker)
     consumer.guard.recover_stale()
-    log.info("work.started", workers=settings.worker_count, queue=queue_depth(services))
     try:
         consumer.run()
     finally:
@@ -55,12 +61,24 @@ def queue_depth(services: Services) -> int | None:
 class AnsweringWorker(HueyWorker):
     """An idle worker waits for the doorbell (a task enqueued, or a stop) rather than
     sleeping through its poll interval; with no bell (Redis blocks instead) it polls as
-    huey would."""
+    huey would. After each task it asks `outgrown` whether to end for a fresh process
+    (huey's own `max_tasks` counts tasks only)."""
 
     delay: float
     default_delay: float
     max_delay: float
     backoff: float
+    task_count: int
+
+    def __init__(self, *args: Any, outgrown: Callable[[], bool], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outgrown = outgrown
+
+    def loop(self, now: Any = None) -> None:
+        ran = self.task_count
+        super().loop(now)
+        if self.task_count > ran and self.outgrown():
+            raise WorkerRecycle()
 
     def sleep(self) -> None:
         bell: Doorbell | None = getattr(self.huey, "bell", None)
@@ -87,9 +105,11 @@ class BoundProcessEnvironment(ProcessEnvironment):
 class HotfolderConsumer(Consumer):
     worker_class = AnsweringWorker
 
-    def __init__(self, services: Services, notifier: Notifier) -> None:
+    def __init__(self, services: Services, notifier: Notifier, worker: Worker) -> None:
         settings = self.settings = services.settings
+        self.services = services
         self.notifier = notifier
+        self.worker = worker
         super().__init__(
             services.queue.huey,
             workers=settings.worker_count,
@@ -102,7 +122,6 @@ class HotfolderConsumer(Consumer):
             health_check_interval=1,
             shutdown_timeout=settings.workers.shutdown_timeout,
             graceful_signal="INT",
-            max_tasks=settings.workers.max_tasks_per_worker or None,
         )
         # Workers ignore SIGINT (the graceful signal) and raise on SIGTERM, so huey's parent
         # interrupts them with SIGTERM after the timeout. For the parent itself SIGTERM (what
@@ -113,6 +132,16 @@ class HotfolderConsumer(Consumer):
     @property
     def bell(self) -> Doorbell | None:
         return getattr(self.huey, "bell", None)
+
+    def _create_worker(self) -> AnsweringWorker:
+        return AnsweringWorker(
+            huey=self.huey,
+            stop_flag=self.stop_flag,
+            default_delay=self.default_delay,
+            max_delay=self.max_delay,
+            backoff=self.backoff,
+            outgrown=self.worker.outgrown,
+        )
 
     def get_environment(self, worker_type: str) -> ProcessEnvironment:
         return BoundProcessEnvironment(self._graceful_sig, self._interrupt_sig)
@@ -145,6 +174,27 @@ class HotfolderConsumer(Consumer):
             "finish; Ctrl-C again "
             "(or a second SIGTERM) stops now and puts them back in the queue",
         )
+
+    def start(self) -> None:
+        """The first beat (the heartbeat `status` reads, READY for systemd) as soon as the
+        workers are started, not at huey's first health check a second later: a job can
+        complete before that, and `status` called the daemon not running meanwhile. Then
+        the start line, once a stop signal is huey's to handle."""
+        super().start()
+        self.guard.beat()
+        queue = queue_depth(self.services)
+        log.info("work.started", workers=self.settings.worker_count, queue=queue)
+
+    def loop(self, health_check_ts: float | None = None) -> float | None:
+        """huey looks at its workers every `health_check_interval` (1 s); a worker that has
+        ended (a recycle between jobs, or a death) is replaced within
+        this loop's 0.1 s instead. Up to a second idle per recycle cost a burst of tiny
+        files a quarter of its throughput."""
+        ended = (not self.environment.is_alive(proc) for _, proc in self.worker_threads)
+        if health_check_ts and any(ended):
+            health_check_ts = time.monotonic() - self._health_check_interval  # due now
+        result: float | None = super().loop(health_check_ts)
+        return result
 
     def check_worker_health(self) -> bool:
         return self.guard.check(super().check_worker_health)

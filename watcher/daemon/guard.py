@@ -9,7 +9,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import structlog
 from huey.consumer import Consumer
@@ -17,6 +16,7 @@ from huey.consumer import Consumer
 from handlers.lifecycle import put_back
 from handlers.source import copy_owners, discard_copies
 from watcher.daemon import inflight
+from watcher.daemon.processes import resident_mb
 from watcher.daemon.reconcile import recover
 from watcher.daemon.sdnotify import Notifier
 from watcher.daemon.worker import RECYCLED
@@ -24,7 +24,6 @@ from watcher.heartbeat import Heartbeat, pid_exists
 from watcher.services import Services
 
 log = structlog.get_logger("hotfolder.recovery")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 DIED = "Worker %d died, restarting."  # huey's warning (tests/test_consumer.py pins it)
 
 
@@ -39,7 +38,6 @@ class WorkerGuard:
         self.consumer = consumer
         self.notifier = notifier
         self.recycled: set[int] = set()  # numbers of the workers that just ended a recycle
-        self.max_tasks = settings.workers.max_tasks_per_worker
         self.heartbeat = Heartbeat(settings, "work", services.backend)
         self.ledger = services.ledger
         logging.getLogger("huey.consumer").addFilter(self.planned)
@@ -57,7 +55,7 @@ class WorkerGuard:
         self.recycled = {number for number, proc in dead if proc.exitcode == RECYCLED}
         for number, proc in dead:
             if number in self.recycled:
-                log.info("worker.recycled", pid=proc.pid, after_tasks=self.max_tasks)
+                log.info("worker.recycled", pid=proc.pid)
         healthy = check()
         for _, proc in dead:
             self.recover_pid(proc.pid)
@@ -159,12 +157,3 @@ class WorkerGuard:
             log.exception("recovery.failed", source=entry.source)
             return
         inflight.clear(self.settings.workers_dir, pid)
-
-
-def resident_mb(pid: int) -> float:
-    """Resident memory of `pid` in MiB (0 if it is gone)."""
-    try:
-        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0.0
-    return pages * PAGE_SIZE / 2**20

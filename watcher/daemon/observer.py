@@ -7,17 +7,28 @@ size and mtime have stopped changing for `settle_seconds`, then hands it to inta
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import queue
 import stat
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
@@ -29,7 +40,19 @@ from watcher.settings import WatchConfig
 log = structlog.get_logger("hotfolder.observer")
 Settled = Callable[[Path, "frozenset[str] | None"], object]
 HANDED_ON = ("created", "modified", "moved", "closed")
+# The events asked of the kernel: not opens, reads, deletions nor folders' own changes,
+# which were seven events in ten of a burst (the watcher's and workers' reads included).
+WATCHED = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+]
 RETRY_PAUSE = 5.0  # seconds before a file whose intake failed (a full disk) is tried again
+# watchdog's warning (from this logger) when the kernel's inotify queue overflowed
+LOST_EVENTS = ("watchdog.observers.inotify_c", "Inotify queue overflowed; filesystem events")
 
 
 @dataclass
@@ -56,6 +79,7 @@ class SettleTracker:
         on_settled: Settled,
         skips: Skips | None = None,
         closed_settle: float | None = None,
+        group: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         self.settle_seconds = settle_seconds
         self.closed_settle = (
@@ -63,6 +87,7 @@ class SettleTracker:
         )
         self.rules = rules
         self.on_settled = on_settled
+        self.group = group  # around each pass's hand-ons: what they record, written together
         self.skips = skips or Skips()
         self.arrivals: queue.SimpleQueue[tuple[Path, frozenset[str] | None, bool]] = (
             queue.SimpleQueue()
@@ -146,17 +171,18 @@ class SettleTracker:
     def check(self, now: float) -> None:
         """Hand on each file that is due and unchanged; one that changed without an event
         (a writer on another host) waits its full settle time again."""
-        for path, entry in list(self.tracked.items()):
-            if now < entry.since + self.quiet(entry):
-                continue
-            signature = self.signature(path)
-            if signature is None:
-                del self.tracked[path]  # gone before it settled, or unusable (logged once)
-            elif signature != entry.signature:
-                entry.signature, entry.since, entry.closed = signature, now, False
-            else:
-                del self.tracked[path]
-                self.hand_on(path, entry.queued)
+        with self.group():
+            for path, entry in list(self.tracked.items()):
+                if now < entry.since + self.quiet(entry):
+                    continue
+                signature = self.signature(path)
+                if signature is None:
+                    del self.tracked[path]  # gone before it settled, or unusable (logged once)
+                elif signature != entry.signature:
+                    entry.signature, entry.since, entry.closed = signature, now, False
+                else:
+                    del self.tracked[path]
+                    self.hand_on(path, entry.queued)
 
     def hand_on(self, path: Path, queued: frozenset[str] | None) -> None:
         try:
@@ -194,6 +220,39 @@ class Handoff(FileSystemEventHandler):
                 self.tracker.offer(path, closed=event.event_type in ("closed", "moved"))
         except Exception:  # per-event boundary, see the class docstring
             log.exception("watch.event_failed", event=repr(event))
+
+
+class LostEvents(logging.Filter):
+    """Calls `on_lost` when the kernel dropped file events: a burst filled its inotify queue
+    (fs.inotify.max_queued_events). watchdog says so only in its log, so this filter sits
+    on its logger; whatever arrived meanwhile is found by scanning the folder again."""
+
+    def __init__(self, on_lost: Callable[[], object]) -> None:
+        super().__init__()
+        self.on_lost = on_lost
+        self.logger = logging.getLogger(LOST_EVENTS[0])
+
+    def install(self) -> LostEvents:
+        # The warning must be made even where the log shows errors only; filter() then
+        # keeps it out of the log as the log level asks.
+        self.level = self.logger.level
+        self.logger.setLevel(min(logging.WARNING, self.logger.getEffectiveLevel()))
+        self.logger.addFilter(self)
+        return self
+
+    def remove(self) -> None:
+        self.logger.removeFilter(self)
+        self.logger.setLevel(self.level)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(LOST_EVENTS[1]):
+            log.warning(
+                "watch.events_lost",
+                hint="a burst filled the kernel's inotify queue (raise "
+                "fs.inotify.max_queued_events); the input folder is scanned again now",
+            )
+            self.on_lost()
+        return record.levelno >= logging.getLogger("watchdog").getEffectiveLevel()
 
 
 # File systems whose writes on other hosts inotify never sees.
@@ -279,7 +338,7 @@ def start_observer(config: WatchConfig, input_dir: Path, handler: Handoff) -> Ba
         log.info("watch.polling", file_system=kind, reason="inotify misses other hosts' writes")
     if native:
         observer: BaseObserver = Observer()
-        observer.schedule(handler, str(input_dir), recursive=config.recursive)
+        observer.schedule(handler, str(input_dir), recursive=config.recursive, event_filter=WATCHED)
         try:
             observer.start()
             return observer
@@ -292,6 +351,6 @@ def start_observer(config: WatchConfig, input_dir: Path, handler: Handoff) -> Ba
                 hint="raise fs.inotify.max_user_watches; falling back to polling",
             )
     observer = PollingObserver(timeout=config.polling_interval)
-    observer.schedule(handler, str(input_dir), recursive=config.recursive)
+    observer.schedule(handler, str(input_dir), recursive=config.recursive, event_filter=WATCHED)
     observer.start()
     return observer

@@ -31,11 +31,17 @@ log = structlog.get_logger("hotfolder.recovery")
 
 
 def reconcile_forever(
-    services: Services, tracker: SettleTracker, stop: threading.Event, scanned: threading.Event
+    services: Services,
+    tracker: SettleTracker,
+    stop: threading.Event,
+    scanned: threading.Event,
+    lost: threading.Event,
 ) -> None:
     """At start and every `jobs.reconcile_interval`: rescan the input tree (through the
     settle check, since a file may be mid-copy) and resync the index; and, if this watcher
-    leads (one at a time across hosts), sweep the unfinished sidecars."""
+    leads (one at a time across hosts), sweep the unfinished sidecars. In between, the input
+    tree is rescanned as soon as `lost` is set (file events were dropped), and `lost` is set
+    on a stop too, so that this thread sees it at once."""
     trouble = Complaint("reconcile.pass_failed")
     while not stop.is_set():
         started = time.monotonic()
@@ -50,19 +56,19 @@ def reconcile_forever(
             log.info("reconcile.pass", seconds=seconds, leading=leading)
         finally:
             scanned.set()  # READY even when the first pass failed: the daemon is watching
-        stop.wait(services.settings.jobs.reconcile_interval)
+        due = time.monotonic() + services.settings.jobs.reconcile_interval
+        while lost.wait(max(due - time.monotonic(), 0)) and not stop.is_set():
+            lost.clear()
+            started = time.monotonic()
+            rescan(services, tracker, stop)
+            log.info("watch.rescanned", seconds=round(time.monotonic() - started, 3))
 
 
 def reconcile(services: Services, tracker: SettleTracker, stop: threading.Event) -> bool:
     """One pass; returns whether this watcher led it."""
     settings = services.settings
     leading = services.leases.lead()
-    try:
-        tracker.offer(settings.input_dir, frozenset(services.queue.queued_sources()))
-    except Exception as exc:  # the queue cannot be read (Redis down): rescan next pass
-        log.warning("reconcile.queue_unreadable", error=str(exc))
-        leading = False
-    tracker.wait_drained(stop)
+    leading = rescan(services, tracker, stop) and leading  # not with the queue unread
     sweep(services, leading)
     if leading and (stale := parts.sweep(settings.output_dir)):
         log.info("reconcile.parts_removed", folders=stale)
@@ -72,6 +78,20 @@ def reconcile(services: Services, tracker: SettleTracker, stop: threading.Event)
         if forgotten:
             log.info("retention.purged", jobs=len(forgotten))
     return leading
+
+
+def rescan(services: Services, tracker: SettleTracker, stop: threading.Event) -> bool:
+    """Offer the input tree to the settle tracker, with the queue as it is (a file already
+    recorded is not read again, nor one queued enqueued again), and wait until it has been
+    looked through. False if the queue cannot be read."""
+    try:
+        tracker.offer(services.settings.input_dir, frozenset(services.queue.queued_sources()))
+        return True
+    except Exception as exc:  # the queue cannot be read (Redis down): rescan next pass
+        log.warning("reconcile.queue_unreadable", error=str(exc))
+        return False
+    finally:
+        tracker.wait_drained(stop)
 
 
 def sweep(services: Services, leading: bool = True) -> None:

@@ -12,7 +12,7 @@ from watcher.daemon.deliveries import Deliverer
 from watcher.daemon.ignore import IgnoreRules
 from watcher.daemon.intake import Intake
 from watcher.daemon.metrics import serve_metrics
-from watcher.daemon.observer import Handoff, Lookout, SettleTracker
+from watcher.daemon.observer import Handoff, Lookout, LostEvents, SettleTracker
 from watcher.daemon.reconcile import reconcile_forever
 from watcher.daemon.sdnotify import Notifier
 from watcher.daemon.skips import Skips
@@ -60,9 +60,12 @@ def run_watch(settings: Settings) -> int:
         intake.submit,
         skips,
         closed_settle=settings.watch.closed_settle_seconds,
+        group=services.ledger.grouped,
     )
     tracker_thread = threading.Thread(target=tracker.run, args=(stop,), name="settle", daemon=True)
     tracker_thread.start()
+    lost = threading.Event()  # file events were dropped: the reconciler rescans at once
+    losses = LostEvents(lost.set).install()
     lookout = Lookout(
         settings.watch,
         settings.input_dir,
@@ -72,7 +75,7 @@ def run_watch(settings: Settings) -> int:
     scanned = threading.Event()  # set once the start-up scan and sweep are done
     reconciler = threading.Thread(
         target=reconcile_forever,
-        args=(services, tracker, stop, scanned),
+        args=(services, tracker, stop, scanned, lost),
         name="reconcile",
         daemon=True,
     )
@@ -99,6 +102,8 @@ def run_watch(settings: Settings) -> int:
     finally:
         notifier.stopping()
         stop.set()
+        lost.set()  # wakes the reconciler
+        losses.remove()
         lookout.observer.stop()
         for thread in threads.values():
             thread.join(timeout=5)

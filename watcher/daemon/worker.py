@@ -14,12 +14,14 @@ from handlers.converter import DoclingConverter
 from handlers.lifecycle import put_back
 from handlers.pipeline import JobContext, process_file, process_part
 from watcher.daemon import inflight
+from watcher.daemon.processes import resident_mb
 from watcher.services import Services, job_policy
 from watcher.settings import ProfileConfig
 
 log = structlog.get_logger("hotfolder.worker")
-# The exit status of a worker process that ends after workers.max_tasks_per_worker tasks,
-# so the consumer tells a planned recycle from a death (huey logs both as "died").
+# The exit status of a worker process replaced between jobs (it grew past
+# workers.recycle_memory_mb, or ran workers.max_tasks_per_worker jobs), so the consumer tells
+# a planned recycle from a death (huey logs both as "died").
 RECYCLED = 75
 BUSY_DELAY = 5.0  # seconds before a job whose file another worker holds is tried again
 
@@ -34,26 +36,33 @@ class Worker:
         self.context: JobContext | None = None
         self.contexts: dict[str | None, JobContext] = {}  # by profile name
         self.taken = 0  # tasks this process has run
+        self.recycling = False  # this process ends after its current task
+        # The top level's converter, built before fork: every worker process, and every
+        # one that replaces a recycled worker, starts with it (building one takes 0.13 s,
+        # and a worker is replaced when it outgrows its memory or task limit).
+        options = self.settings.conversion_options(self.settings.worker_count, None)
+        self.converter = DoclingConverter(options)
 
     def start(self) -> None:
-        # Offline machines must fail a model download at once instead of hanging on it.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.context = self.context_of(None)
         log.info("worker.ready", pid=os.getpid())
 
     def context_of(self, profile: ProfileConfig | None) -> JobContext:
         """The context of the jobs of `profile` (None: the top level's settings), each with
-        its warm converter, built on its first job."""
+        its warm converter: the top level's built before fork, a profile's on its first job."""
         name = profile.name if profile else None
         if name not in self.contexts:
-            options = self.settings.conversion_options(self.settings.worker_count, profile)
+            converter = self.converter
+            if profile is not None:
+                workers = self.settings.worker_count
+                converter = DoclingConverter(self.settings.conversion_options(workers, profile))
             self.contexts[name] = JobContext(
                 input_dir=self.settings.input_dir,
                 ledger=self.services.ledger,
                 leases=self.services.leases,
                 scratch_dir=self.settings.scratch_dir,
-                options=options,
-                converter=DoclingConverter(options),
+                options=converter.options,
+                converter=converter,
                 policy=job_policy(self.settings, profile) if profile else self.services.policy,
                 worker=f"{socket.gethostname()}:{os.getpid()}",
                 profile=name,
@@ -108,11 +117,29 @@ class Worker:
         except OSError as exc:
             log.error("job.part_record_failed", source=rel, pages=[first, last], error=str(exc))
 
+    def outgrown(self) -> bool:
+        """Asked between tasks: whether this process should be replaced by a fresh one, as
+        it has grown past `workers.recycle_memory_mb` (a leak, or what a large document
+        left behind) or run `workers.max_tasks_per_worker` tasks. Memory is what the limit
+        is for; a count alone replaces healthy workers as often as leaking ones."""
+        if self.recycling:
+            return True
+        tasks = self.settings.workers.max_tasks_per_worker
+        grown_to = resident_mb(os.getpid())
+        if (limit := self.settings.recycle_mb) and grown_to > limit:
+            reason = f"resident memory {grown_to:.0f} MiB, over {limit} MiB"
+        elif tasks and self.taken >= tasks:
+            reason = f"{self.taken} tasks run"
+        else:
+            return False
+        log.info("worker.recycling", pid=os.getpid(), reason=reason, tasks=self.taken)
+        self.recycling = True
+        return True
+
     def stop(self) -> None:
         """huey's shutdown hook in each worker process: after its last task before a
         recycle, exit with RECYCLED (huey catches Exception, not SystemExit)."""
-        limit = self.settings.workers.max_tasks_per_worker
-        if limit and self.taken >= limit:
+        if self.recycling:
             raise SystemExit(RECYCLED)
 
     def requeue(self, rel: str, priority: int, delay: float) -> None:
