@@ -4,18 +4,25 @@ a settled file becomes one job, and the sweep recovers what a dead worker left."
 from __future__ import annotations
 
 import socket
+import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import watcher.daemon.observer as observer_module
+import watcher.queue as queue_module
 from handlers.lifecycle import cancel, start
 from handlers.sidecar import JobStatus, now_iso
 from handlers.source import Snapshot, read_input
-from tests.helpers import corpus
+from tests.helpers import corpus, wait_for
 from watcher.daemon import inflight
+from watcher.daemon.ignore import IgnoreRules
 from watcher.daemon.intake import Intake
+from watcher.daemon.observer import SettleTracker
 from watcher.daemon.reconcile import purge, sweep
+from watcher.daemon.skips import Skips
 from watcher.services import Services, open_services
 from watcher.settings import load_settings
 
@@ -159,3 +166,73 @@ def test_a_job_forgotten_while_a_sync_walks_is_not_brought_back(services: Servic
     with services.index.connect() as db:
         rows = [row[0] for row in db.execute("select source from jobs order by source")]
     assert rows == ["p1.md"]
+
+
+def queue_rows(services: Services) -> list[str]:
+    """The tasks committed to the queue file, as another process sees them."""
+    db = sqlite3.connect(services.settings.state_dir / "queue.db")
+    try:
+        return [row[0] for row in db.execute("select data from task")]
+    finally:
+        db.close()
+
+
+def test_a_settle_pass_commits_its_tasks_together(services: Services, monkeypatch) -> None:
+    monkeypatch.setattr(queue_module, "GROUP_WAIT", 60.0)  # only the count or the end commits
+    monkeypatch.setattr(queue_module, "GROUP_TASKS", 3)
+    intake = Intake(services)
+    paths = [drop(services, f"burst/{n}.md", "md/mixed.md") for n in range(4)]
+    with intake.together():
+        for path in paths[:2]:
+            assert intake.submit(path) == "enqueued"
+        assert queue_rows(services) == []  # held: nothing committed yet
+        # This thread knows what it holds: meeting a file again enqueues nothing more.
+        assert intake.submit(paths[0]) == "in_flight"
+        assert services.queue.queued_sources() == {"burst/0.md", "burst/1.md"}
+        assert intake.submit(paths[2]) == "enqueued"
+        assert len(queue_rows(services)) == 3  # GROUP_TASKS reached: one commit of three
+        assert intake.submit(paths[3]) == "enqueued"
+        assert len(queue_rows(services)) == 3
+    assert len(queue_rows(services)) == 4
+    assert services.queue.queued_sources() == {f"burst/{n}.md" for n in range(4)}
+
+
+def test_a_settle_pass_whose_queue_commit_fails_is_taken_in_again(
+    services: Services, monkeypatch
+) -> None:
+    monkeypatch.setattr(observer_module, "RETRY_PAUSE", 0.3)
+    intake = Intake(services)
+    intake.enqueue_timeout = 0.3
+    storage = services.queue.huey.storage
+    storage._timeout = 0.1  # SQLite's own wait, short: the retry loop gives up at 0.3 s
+    storage.close()
+    holder = sqlite3.connect(storage.filename, isolation_level=None, check_same_thread=False)
+    holder.execute("begin exclusive")
+    skips = Skips()
+    tracker = SettleTracker(
+        0.05,
+        IgnoreRules(services.settings.input_dir, [], []),
+        intake.submit,
+        skips,
+        group=intake.together,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=tracker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        for n in range(3):
+            drop(services, f"late/{n}.md", "md/mixed.md")
+        tracker.offer(services.settings.input_dir / "late")
+        # The pass took them in (pending records) but could not commit their tasks.
+        wait_for(lambda: len(skips.seen) == 3, 10, "the failed commit noted for each file")
+        assert all(state_of(services, f"late/{n}.md")[0] == "pending" for n in range(3))
+        assert queue_rows(services) == []
+        holder.execute("commit")
+        wait_for(lambda: len(queue_rows(services)) == 3, 10, "the tasks, once the queue is free")
+        wait_for(lambda: not tracker.tracked, 5, "nothing left to take in")
+        assert services.queue.queued_sources() == {f"late/{n}.md" for n in range(3)}
+        assert len(queue_rows(services)) == 3  # each once
+    finally:
+        holder.close()
+        stop.set()
+        thread.join(5)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -116,10 +119,33 @@ class QueueStorage(SqliteStorage):
     only the dispatcher: a task lost with the last commits before a power cut is
     enqueued again by the reconciler at start, from the input files and sidecars."""
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.gathering = threading.local()  # .rows: the task rows `gathered` holds back
+
     def _create_connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection = super()._create_connection()
         conn.execute("pragma synchronous=normal")
         return conn
+
+    def enqueue(self, data: bytes, priority: int | None = None) -> None:
+        rows: list[tuple[str, object, int]] | None = getattr(self.gathering, "rows", None)
+        if rows is None:
+            super().enqueue(data, priority)
+        else:
+            rows.append((self.name, self.to_blob(data), priority or 0))
+
+    @contextmanager
+    def gathered(self) -> Iterator[None]:
+        """Within: this thread's enqueues are inserted at the end, in one transaction."""
+        self.gathering.rows = []
+        try:
+            yield
+            rows = self.gathering.rows
+        finally:
+            self.gathering.rows = None
+        with self.db(commit=True) as cursor:
+            cursor.executemany("insert into task (queue, data, priority) values (?, ?, ?)", rows)
 
 
 class RingingSqliteHuey(SqliteHuey):
@@ -137,6 +163,15 @@ class RingingSqliteHuey(SqliteHuey):
         result = super().enqueue(task)
         self.bell.ring()
         return result
+
+    def enqueue_all(self, tasks: Sequence[Task]) -> None:
+        """Enqueue `tasks` in one transaction (huey's own enqueue for each: its signals and
+        expiry), and ring once: a burst's intake commits a settle pass's tasks together."""
+        storage: QueueStorage = self.storage
+        with storage.gathered():
+            for task in tasks:
+                super().enqueue(task)
+        self.bell.ring()
 
 
 def repair_queue(path: Path) -> None:

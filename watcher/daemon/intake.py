@@ -4,6 +4,8 @@ it gets a `pending` sidecar and then a task."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -58,6 +60,13 @@ class Intake:
             event = "job.requeued" if outcome == "requeued" else "job.pending"
             log.info(event, source=rel, job_id=job.job_id, size_bytes=job.size_bytes)
         return outcome
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """Around a settle pass: the index rows of its records are written together, then
+        its tasks are committed together (`Ledger.grouped`, `Queue.together`)."""
+        with self.queue.together(self.enqueue_timeout), self.ledger.grouped():
+            yield
 
     def take_in(
         self,

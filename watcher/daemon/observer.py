@@ -171,29 +171,38 @@ class SettleTracker:
     def check(self, now: float) -> None:
         """Hand on each file that is due and unchanged; one that changed without an event
         (a writer on another host) waits its full settle time again."""
-        with self.group():
-            for path, entry in list(self.tracked.items()):
-                if now < entry.since + self.quiet(entry):
-                    continue
-                signature = self.signature(path)
-                if signature is None:
-                    del self.tracked[path]  # gone before it settled, or unusable (logged once)
-                elif signature != entry.signature:
-                    entry.signature, entry.since, entry.closed = signature, now, False
-                else:
-                    del self.tracked[path]
-                    self.hand_on(path, entry.queued)
+        handed: list[Path] = []
+        try:
+            with self.group():
+                for path, entry in list(self.tracked.items()):
+                    if now < entry.since + self.quiet(entry):
+                        continue
+                    signature = self.signature(path)
+                    if signature is None:
+                        del self.tracked[path]  # gone before it settled, or unusable (logged)
+                    elif signature != entry.signature:
+                        entry.signature, entry.since, entry.closed = signature, now, False
+                    else:
+                        del self.tracked[path]
+                        handed.append(path)
+                        self.hand_on(path, entry.queued)
+        except Exception as exc:  # the group's commit failed: its files are taken in again
+            for path in handed:
+                self.again(path, exc)
 
     def hand_on(self, path: Path, queued: frozenset[str] | None) -> None:
         try:
             self.on_settled(path, queued)
         except Exception as exc:  # per-file boundary: one bad file must not blind the watcher
-            reason = f"intake_failed: {type(exc).__name__}: {exc}"
-            self.skips.note(path, reason, exc_info=True)
-            # Not enqueued: look at it again after a pause (a full disk, a locked queue).
-            self.tracked[path] = Tracked(
-                self.signature(path), time.monotonic() + RETRY_PAUSE, queued
-            )
+            self.again(path, exc)
+
+    def again(self, path: Path, exc: Exception) -> None:
+        """Not enqueued (a full disk, a locked queue): look at it again after a pause, as a
+        scan that saw no task for it would, so that a `pending` record written before the
+        failure gets its task then."""
+        self.skips.note(path, f"intake_failed: {type(exc).__name__}: {exc}", exc_info=True)
+        since = time.monotonic() + RETRY_PAUSE
+        self.tracked[path] = Tracked(self.signature(path), since, frozenset())
 
     def signature(self, path: Path) -> tuple[int, int] | None:
         info = self.skips.lstat(path)

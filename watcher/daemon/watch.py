@@ -60,7 +60,7 @@ def run_watch(settings: Settings) -> int:
         intake.submit,
         skips,
         closed_settle=settings.watch.closed_settle_seconds,
-        group=services.ledger.grouped,
+        group=intake.together,
     )
     tracker_thread = threading.Thread(target=tracker.run, args=(stop,), name="settle", daemon=True)
     tracker_thread.start()
