@@ -28,6 +28,16 @@ AGREEMENT = 0.5  # share of the text (by length) that must agree on a page's ori
 # JPEG, some turned): a quarter less time than RapidOCR's default (the page's shorter
 # side at 736 or more, i.e. the whole page), at the same word similarity or better.
 DETECTION_SIDE = 1280
+# A text line is read squeezed to this share of its width: the recogniser's cost follows
+# the line's width once scaled to 48 px high, and PP-OCR reads Latin letters squeezed as
+# well (a fifth less time on the bench pages, as accurate). Kept at full width: lines
+# under NARROW_FROM px high (small text on a low-resolution scan lost letters), lines
+# under NARROW_LONGER times as long as high (a word or two: little to gain, a tilted label
+# misread), and scripts of square characters.
+NARROWING = 0.75
+NARROW_FROM = 24
+NARROW_LONGER = 4.0
+SQUARE_SCRIPTS = frozenset({"ch", "chinese_cht", "japan", "korean"})
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,8 @@ class OcrEngine:
     def __init__(self, settings: OcrOptions) -> None:
         self.settings = settings
         self._reader: Any = None
+        square = settings.language.strip().lower() in SQUARE_SCRIPTS
+        self.narrowing = 1.0 if square else NARROWING
 
     def reader(self) -> Any:
         if self._reader is None:
@@ -119,7 +131,7 @@ class OcrEngine:
             with clock("recognition"):
                 return turns, self.read_turned(pixels, turns, detected, orientation, record)
         with clock("recognition"):
-            recognised = reader.recognize_txt(crops_upright)
+            recognised = self.recognise(crops_upright)
             output = reader.build_final_output(
                 pixels, detected, orientation, recognised, crops, record
             )
@@ -147,10 +159,25 @@ class OcrEngine:
         found = map_boxes_to_original(detected.boxes.copy(), record, height, width)
         detected.boxes = np.stack([turn_quad(quad, turns, width, height) for quad in found])
         crops = reader.crop_text_regions(upright, detected.boxes)
-        recognised = reader.recognize_txt(crops)
+        recognised = self.recognise(crops)
         as_is = {"preprocess": {"ratio_h": 1.0, "ratio_w": 1.0}, "padding_1": {"top": 0, "left": 0}}
         output = reader.build_final_output(upright, detected, orientation, recognised, crops, as_is)
         return lines_of(output)
+
+    def recognise(self, crops: list[np.ndarray]) -> Any:
+        """The text of each line crop, the tall enough ones read squeezed (`NARROWING`)."""
+        if self.narrowing < 1:
+            crops = [narrowed(crop, self.narrowing) for crop in crops]
+        return self.reader().recognize_txt(crops)
+
+
+def narrowed(crop: np.ndarray, share: float) -> np.ndarray:
+    import cv2
+
+    height, width = crop.shape[:2]
+    if height < NARROW_FROM or width < NARROW_LONGER * height:
+        return crop
+    return cv2.resize(crop, (max(1, round(width * share)), height), interpolation=cv2.INTER_AREA)
 
 
 def turn_quad(quad: np.ndarray, turns: int, width: int, height: int) -> np.ndarray:
