@@ -196,8 +196,10 @@ start_units() {
     staging && return 0
     systemctl daemon-reload
     systemctl enable hotfolder.target hotfolder-watch.service hotfolder-work.service
-    # A restart picks up new code and units; a first start just starts.
-    systemctl restart hotfolder.target hotfolder-watch.service hotfolder-work.service
+    # Stopped, then started: new code and units, and never a process of the old version
+    # beside one of the new (a restart of each unit may overlap). A first start just starts.
+    systemctl stop hotfolder.target hotfolder-watch.service hotfolder-work.service
+    systemctl start hotfolder.target hotfolder-watch.service hotfolder-work.service
     say "started hotfolder.target (systemctl status hotfolder-watch hotfolder-work)"
 }
 

@@ -1,9 +1,11 @@
 """Leases: one conversion of a file at a time, across processes (and, with Redis, across
 hosts). The journey asks a `Leases` for a file's lease and never knows which kind it has.
 
-Here, the one-host kind: an flock per source path in the local state dir. The kernel drops
-it when its holder dies, even by SIGKILL, so a free lease on a `processing` job proves its
-worker is gone, and such a lease cannot be lost while its holder lives.
+Here, the one-host kind: a lock on the one byte of one file in the local state dir that a
+source path's key names, an open file description lock. Like an flock, the kernel drops it
+when its holder dies, even by SIGKILL, so a free lease on a `processing` job proves its
+worker is gone, and such a lease cannot be lost while its holder lives. One file for every
+path: taking a new file in creates no lock file, and none is left behind.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import struct
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -51,6 +54,23 @@ def key_of(rel: str) -> str:
     return hashlib.sha256(rel.encode("utf-8", "surrogateescape")).hexdigest()[:24]
 
 
+def byte_of(rel: str) -> int:
+    """The byte of the leases file that stands for `rel`: 60 bits of its key (should two
+    paths ever share one, one of them waits while the other converts)."""
+    return int(key_of(rel)[:15], 16)
+
+
+def lock_byte(fd: int, offset: int, kind: int) -> bool:
+    """Take (F_WRLCK) or let go of (F_UNLCK) one byte without waiting, as an open file
+    description lock (`struct flock`: type, whence, start, length, pid 0)."""
+    request = struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, 1, 0)
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, request)
+    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another holds it
+        return False
+    return True
+
+
 class KernelLease:
     """An flock: held until released or its holder dies."""
 
@@ -63,24 +83,25 @@ class KernelLease:
 
 
 class FileLeases:
-    """Leases as flocks in `locks_dir`, for the processes of one host."""
+    """Leases as byte locks on `locks_dir/leases`, for the processes of one host."""
 
     def __init__(self, locks_dir: Path) -> None:
         self.locks_dir = locks_dir
+        self.path = locks_dir / "leases"
 
     @contextmanager
     def hold(self, rel: str) -> Iterator[Lease | None]:
-        fd = open_in_folder(self.locks_dir / f"{key_of(rel)}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        # A descriptor per hold: two holds in one process exclude each other, as flocks did.
+        fd = open_in_folder(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            offset = byte_of(rel)
+            if not lock_byte(fd, offset, fcntl.F_WRLCK):
                 yield None
                 return
             try:
                 yield KernelLease()
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                lock_byte(fd, offset, fcntl.F_UNLCK)
         finally:
             os.close(fd)
 

@@ -176,3 +176,44 @@ def test_a_cancel_request_only_stops_the_job_it_names(tmp_path) -> None:
     assert not leases.cancel_requested("b.pdf", "job-one")
     leases.clear_cancel("a.pdf")
     assert not leases.cancel_requested("a.pdf", "job-one")
+
+
+def test_a_lease_has_one_holder_until_it_is_let_go_or_its_holder_dies(tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from handlers.lease import FileLeases
+
+    leases = FileLeases(tmp_path / "locks")
+    with leases.hold("a.pdf") as first:
+        assert first is not None
+        with leases.hold("a.pdf") as second, leases.hold("b.pdf") as other:
+            assert second is None  # the same path, another descriptor of this process
+            assert other is not None  # another path: its own byte
+    with leases.hold("a.pdf") as again:
+        assert again is not None  # let go
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from handlers.lease import FileLeases\n"
+            "with FileLeases(Path(sys.argv[1])).hold('a.pdf') as lease:\n"
+            "    print(lease is not None, flush=True); time.sleep(60)",
+            str(tmp_path / "locks"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "True"
+        with leases.hold("a.pdf") as taken:
+            assert taken is None  # held by another process
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        with leases.hold("a.pdf") as freed:
+            assert freed is not None  # the kernel let go when its holder died
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert [path.name for path in (tmp_path / "locks").iterdir()] == ["leases"]
