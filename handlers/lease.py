@@ -72,7 +72,7 @@ def lock_byte(fd: int, offset: int, kind: int) -> bool:
 
 
 class KernelLease:
-    """An flock: held until released or its holder dies."""
+    """A lock the kernel keeps: held until released or its holder dies."""
 
     def held(self) -> bool:
         return True

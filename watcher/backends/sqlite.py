@@ -1,4 +1,4 @@
-"""One host: huey's SQLite storage in the state dir, flock leases, heartbeat files only."""
+"""One host: huey's SQLite storage in the state dir, kernel-lock leases, heartbeat files only."""
 
 from __future__ import annotations
 
