@@ -52,6 +52,11 @@ class OcrOptions:
     models_dir: str = ""  # where model files for other languages are looked for
     threads: int = 1  # onnxruntime threads of one worker
 
+    @property
+    def language_code(self) -> str:
+        """`language` as PP-OCR names it (en, ch, japan, ...)."""
+        return self.language.strip().lower()
+
 
 @dataclass(frozen=True)
 class PageText:
@@ -68,8 +73,7 @@ class OcrEngine:
     def __init__(self, settings: OcrOptions) -> None:
         self.settings = settings
         self._reader: Any = None
-        square = settings.language.strip().lower() in SQUARE_SCRIPTS
-        self.narrowing = 1.0 if square else NARROWING
+        self.narrowing = 1.0 if settings.language_code in SQUARE_SCRIPTS else NARROWING
 
     def reader(self) -> Any:
         if self._reader is None:
@@ -270,7 +274,7 @@ def bundled_languages() -> list[str]:
 def recognition_model(settings: OcrOptions) -> Path:
     """The recognition model for `settings.language`: the bundled one if it reads that
     language, else a model file in `settings.models_dir`; missing, it is a clear failure."""
-    language = settings.language.strip().lower()
+    language = settings.language_code
     if language in bundled_languages():
         return bundled_models() / RECOGNITION
     name, url = other_model(language)
