@@ -316,10 +316,11 @@ class Settings(BaseSettings):
         self, workers: int, profile: ProfileConfig | None = None
     ) -> ConversionOptions:
         """What shapes a conversion: `[conversion]`, and the password file of `[jobs]`, as
-        `profile` (if any) sets them."""
+        `profile` (if any) sets them; OCR keeps its cut recogniser in the state folder."""
         conversion, jobs = self.effective(profile)
         options = conversion.options(workers)
-        return replace(options, pdf_passwords_file=jobs.pdf_passwords_file)
+        ocr = replace(options.ocr, cache_dir=str(self.models_dir))
+        return replace(options, ocr=ocr, pdf_passwords_file=jobs.pdf_passwords_file)
 
     @classmethod
     def settings_customise_sources(
@@ -352,6 +353,11 @@ class Settings(BaseSettings):
     @property
     def workers_dir(self) -> Path:
         return self.paths.state / "workers"
+
+    @property
+    def models_dir(self) -> Path:
+        """Model files made here from the bundled ones (the cut recogniser)."""
+        return self.paths.state / "models"
 
     @property
     def scratch_dir(self) -> Path:

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import structlog
+
 from handlers.errors import JobError
+from handlers.ocr.alphabet import cut_model
 from handlers.ocr.layout import Box, Line, Paragraph, paragraphs
 
 if TYPE_CHECKING:
@@ -39,6 +42,8 @@ NARROW_FROM = 24
 NARROW_LONGER = 4.0
 SQUARE_SCRIPTS = frozenset({"ch", "chinese_cht", "japan", "korean"})
 
+log = structlog.get_logger("hotfolder.ocr")
+
 
 @dataclass(frozen=True)
 class OcrOptions:
@@ -51,6 +56,7 @@ class OcrOptions:
     language: str = "en"
     models_dir: str = ""  # where model files for other languages are looked for
     threads: int = 1  # onnxruntime threads of one worker
+    cache_dir: str = ""  # where the cut recogniser is kept (none: the bundled model as is)
 
     @property
     def language_code(self) -> str:
@@ -84,7 +90,7 @@ class OcrEngine:
                 params={
                     "Det.model_path": str(bundled / DETECTION),
                     "Cls.model_path": str(bundled / ORIENTATION),
-                    "Rec.model_path": str(recognition_model(self.settings)),
+                    "Rec.model_path": str(recogniser(self.settings)),
                     "Global.log_level": "warning",
                     "Det.limit_type": "max",
                     "Det.limit_side_len": DETECTION_SIDE,
@@ -287,6 +293,25 @@ def recognition_model(settings: OcrOptions) -> Path:
         f"Download it from {url} into a folder and set conversion.ocr_models to that folder"
         + (f" (now {folder}, where it is not)." if folder else "."),
     )
+
+
+def recogniser(settings: OcrOptions) -> Path:
+    """The recognition model a worker loads: for the languages of the bundled model that are
+    not written in square characters, its copy cut down to their scripts (`alphabet`), made
+    once in `settings.cache_dir`. Where that cannot be made (a full disk, a model laid out
+    otherwise), the model as is reads the same text, only slower."""
+    model = recognition_model(settings)
+    if (
+        not settings.cache_dir
+        or settings.language_code in SQUARE_SCRIPTS
+        or model.parent != bundled_models()
+    ):
+        return model
+    try:
+        return cut_model(model, Path(settings.cache_dir))
+    except (OSError, ValueError) as exc:
+        log.warning("ocr.model_not_cut", model=str(model), error=str(exc))
+        return model
 
 
 def other_model(language: str) -> tuple[str, str]:

@@ -105,12 +105,13 @@ def apt_install(*packages: str) -> None:
     subprocess.run(["apt-get", "install", "-y", "-q", *packages], check=True, capture_output=True)
 
 
-def hotfolder_engine() -> Read:
+def hotfolder_engine(models: Path) -> Read:
+    """hotfolder's OCR as a worker runs it, keeping its cut recogniser in `models`."""
     from PIL import Image
 
     from handlers.ocr.engine import OcrEngine, OcrOptions, Stages
 
-    engine = OcrEngine(OcrOptions(threads=1))
+    engine = OcrEngine(OcrOptions(threads=1, cache_dir=str(models)))
 
     def read(path: Path) -> tuple[str, dict[str, float]]:
         stages = Stages()
@@ -142,7 +143,7 @@ def tesseract_engine() -> Read | None:
 
 def measure(folder: Path, reps: int) -> dict:
     pages = list(made_pages(folder))
-    engines = {"hotfolder": hotfolder_engine()}
+    engines = {"hotfolder": hotfolder_engine(folder / "models")}
     if (tesseract := tesseract_engine()) is not None:
         engines["tesseract"] = tesseract
     rows = []
