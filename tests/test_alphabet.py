@@ -80,3 +80,13 @@ def test_workers_keep_the_copy_in_the_state_folder(tmp_path) -> None:
 
     settings = Settings(paths={"state": str(tmp_path / "state")})
     assert settings.conversion_options(2).ocr.cache_dir == str(tmp_path / "state" / "models")
+
+
+def test_doctor_says_which_languages_are_read_through_the_copy() -> None:
+    from watcher.commands.doctor import ocr_ready
+    from watcher.settings import ConversionConfig
+
+    [(ok, said, _)] = ocr_ready(ConversionConfig(ocr_language="de"), "")
+    assert ok and said.endswith("PP-OCRv6_rec_small.onnx, cut to Latin-script text in state/models)")
+    [(ok, said, _)] = ocr_ready(ConversionConfig(ocr_language="japan"), "")
+    assert ok and said.endswith("PP-OCRv6_rec_small.onnx)")

@@ -301,17 +301,19 @@ def recogniser(settings: OcrOptions) -> Path:
     once in `settings.cache_dir`. Where that cannot be made (a full disk, a model laid out
     otherwise), the model as is reads the same text, only slower."""
     model = recognition_model(settings)
-    if (
-        not settings.cache_dir
-        or settings.language_code in SQUARE_SCRIPTS
-        or model.parent != bundled_models()
-    ):
+    if not settings.cache_dir or not read_cut(settings, model):
         return model
     try:
         return cut_model(model, Path(settings.cache_dir))
     except (OSError, ValueError) as exc:
         log.warning("ocr.model_not_cut", model=str(model), error=str(exc))
         return model
+
+
+def read_cut(settings: OcrOptions, model: Path) -> bool:
+    """Whether `model` is read through its cut copy: the bundled one, for a language not
+    written in square characters."""
+    return model.parent == bundled_models() and settings.language_code not in SQUARE_SCRIPTS
 
 
 def other_model(language: str) -> tuple[str, str]:

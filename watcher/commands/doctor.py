@@ -149,6 +149,7 @@ def ocr_ready(conversion: ConversionConfig, where: str) -> list[Check]:
             ORIENTATION,
             OcrOptions,
             bundled_models,
+            read_cut,
             recognition_model,
         )
 
@@ -162,7 +163,8 @@ def ocr_ready(conversion: ConversionConfig, where: str) -> list[Check]:
     except JobError as exc:
         fix = "install the model file, or set conversion.ocr_language to a bundled language"
         return [(False, f"{where}OCR for {conversion.ocr_language!r}: {exc.message}", fix)]
-    said = f"{where}OCR available (RapidOCR, {conversion.ocr_language!r}: {model.name})"
+    how = ", cut to Latin-script text in state/models" if read_cut(language, model) else ""
+    said = f"{where}OCR available (RapidOCR, {conversion.ocr_language!r}: {model.name}{how})"
     return [(True, said, "")]
 
 
