@@ -87,6 +87,6 @@ def test_doctor_says_which_languages_are_read_through_the_copy() -> None:
     from watcher.settings import ConversionConfig
 
     [(ok, said, _)] = ocr_ready(ConversionConfig(ocr_language="de"), "")
-    assert ok and said.endswith("PP-OCRv6_rec_small.onnx, cut to Latin-script text in state/models)")
+    assert ok and said.endswith("_rec_small.onnx, cut to Latin-script text in state/models)")
     [(ok, said, _)] = ocr_ready(ConversionConfig(ocr_language="japan"), "")
     assert ok and said.endswith("PP-OCRv6_rec_small.onnx)")

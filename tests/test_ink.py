@@ -1,0 +1,60 @@
+"""Lines looked for only where a page has ink: the box around it, and the same text as when
+the whole page is looked at."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import handlers.ocr.engine as engine_module
+from handlers.ocr.engine import OcrEngine, OcrOptions
+from handlers.ocr.ink import inked
+
+
+def page(paper: int = 255) -> np.ndarray:
+    return np.full((400, 300, 3), paper, dtype=np.uint8)
+
+
+def test_the_box_holds_the_ink_on_the_grid_and_ignores_a_speck() -> None:
+    pixels = page()
+    pixels[100:150, 50:200] = 30  # a block of text
+    pixels[10, 280] = 0  # a speck of dust
+    assert inked(pixels, 0) == (100, 50, 150, 200)
+    assert inked(pixels, 8, 32) == (64, 32, 160, 224)  # 8 px wider, out to multiples of 32
+    assert inked(pixels, 500, 32) == (0, 0, 400, 300)  # never beyond the page
+    assert inked(page(), 0) is None
+
+
+def test_ink_is_what_is_darker_than_the_paper() -> None:
+    grey = page(paper=200)  # a dull scan
+    grey[300:320, 20:40] = 150
+    grey[5:7, 5:9] = 190  # barely darker than the paper: not ink
+    assert inked(grey, 0) == (300, 20, 320, 40)
+
+
+def read(engine: OcrEngine, image: object) -> str:
+    return "\n".join(paragraph.text for paragraph in engine.read(image).paragraphs)  # type: ignore[arg-type]
+
+
+def test_a_sparse_and_a_dense_page_read_as_when_the_whole_page_is_looked_at(monkeypatch) -> None:
+    from tests.bench.ocr_pages import rendered, text_layer
+    from tests.test_corpus import word_similarity
+
+    boxes, original = [], engine_module.inked
+
+    def spy(pixels, pad, grid=1):
+        found = original(pixels, pad, grid)
+        boxes.append((found, pixels.shape[:2]))
+        return found
+
+    monkeypatch.setattr(engine_module, "inked", spy)
+    engine = OcrEngine(OcrOptions(threads=1))
+    sparse = rendered("pdf/ocr_test.pdf", 0, 144)
+    dense = rendered("pdf/multi_page.pdf", 0, 150)
+    cut = [read(engine, sparse), read(engine, dense)]
+    [(top, left, bottom, right), (height, width)] = boxes[0]
+    assert (bottom - top) * (right - left) < 0.15 * height * width  # a few lines on the page
+    monkeypatch.setattr(engine_module, "INK_WORTH", 0.0)  # every page looked at whole
+    whole = [read(engine, sparse), read(engine, dense)]
+    assert cut[0] == whole[0]
+    assert word_similarity(cut[1], whole[1]) >= 0.995
+    assert word_similarity(cut[1], text_layer("pdf/multi_page.pdf", 0)) >= 0.99
