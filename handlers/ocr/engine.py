@@ -44,8 +44,8 @@ NARROW_LONGER = 4.0
 SQUARE_SCRIPTS = frozenset({"ch", "chinese_cht", "japan", "korean"})
 # Lines are looked for only in the box around a page's ink, widened by this many pixels at
 # the detector's scale, unless that box is most of the page anyway.
-INK_MARGIN = 32
-INK_WORTH = 0.75
+INK_MARGIN = 64
+INK_WORTH = 0.85
 GRID = 32  # the detector's input is a multiple of this on each side
 
 log = structlog.get_logger("hotfolder.ocr")
