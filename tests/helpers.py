@@ -23,6 +23,12 @@ CORPUS = Path(os.environ.get("HOTFOLDER_CORPUS", REPO.parent / "shared" / "corpu
 T = TypeVar("T")
 
 
+def ocr_text(engine: object, image: object) -> str:
+    """The paragraphs an `OcrEngine` reads on a page image, one a line."""
+    found = engine.read(image)  # type: ignore[attr-defined]
+    return "\n".join(paragraph.text for paragraph in found.paragraphs)
+
+
 def wait_for(
     predicate: Callable[[], T], timeout: float, what: str = "condition", every: float = 0.1
 ) -> T:

@@ -16,14 +16,13 @@ from handlers.ocr.engine import (
     bundled_models,
     recogniser,
 )
-from tests.helpers import corpus
+from tests.helpers import corpus, ocr_text
 
 
 def page_text(engine: OcrEngine, rel: str) -> str:
     from PIL import Image
 
-    found = engine.read(Image.open(corpus(rel)))
-    return "\n".join(paragraph.text for paragraph in found.paragraphs)
+    return ocr_text(engine, Image.open(corpus(rel)))
 
 
 def test_the_cut_recogniser_reads_a_dense_scan_as_the_bundled_one(tmp_path) -> None:

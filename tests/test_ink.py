@@ -8,6 +8,7 @@ import numpy as np
 import handlers.ocr.engine as engine_module
 from handlers.ocr.engine import OcrEngine, OcrOptions, area
 from handlers.ocr.ink import inked
+from tests.helpers import ocr_text as read
 
 
 def page(paper: int = 255) -> np.ndarray:
@@ -29,10 +30,6 @@ def test_ink_is_what_is_darker_than_the_paper() -> None:
     grey[300:320, 20:40] = 150
     grey[5:7, 5:9] = 190  # barely darker than the paper: not ink
     assert inked(grey, 0) == (300, 20, 320, 40)
-
-
-def read(engine: OcrEngine, image: object) -> str:
-    return "\n".join(paragraph.text for paragraph in engine.read(image).paragraphs)  # type: ignore[arg-type]
 
 
 def test_a_sparse_and_a_dense_page_read_as_when_the_whole_page_is_looked_at(monkeypatch) -> None:

@@ -46,7 +46,7 @@ def cut(model: bytes) -> bytes:
     characters = metadata(fields, "character").splitlines()
     classes = len(characters) + 2  # CTC's blank first, a space last
     keep = [0] + [n + 1 for n, char in enumerate(characters) if kept(char)] + [classes - 1]
-    kept_chars = "\n".join(char for char in characters if kept(char))
+    kept_chars = "\n".join(characters[n - 1] for n in keep[1:-1])
     cutter = Cutter(classes, keep)
     edited = []
     for number, wire, payload in fields:
@@ -140,9 +140,8 @@ def metadata(fields: list[Field], key: str) -> str:
     for number, _, payload in fields:
         if number == MODEL_METADATA and isinstance(payload, bytes):
             entry = {n: v for n, _, v in parse(payload)}
-            if entry.get(ENTRY_KEY) == key.encode() and isinstance(entry.get(ENTRY_VALUE), bytes):
-                value = entry[ENTRY_VALUE]
-                assert isinstance(value, bytes)
+            value = entry.get(ENTRY_VALUE)
+            if entry.get(ENTRY_KEY) == key.encode() and isinstance(value, bytes):
                 return value.decode()
     raise ValueError(f"the model has no {key!r} metadata")
 

@@ -173,11 +173,11 @@ class OcrEngine:
             return whole  # and a wide strip gets RapidOCR's padding
         top, left, bottom, right = box
         part = np.ascontiguousarray(scaled[top:bottom, left:right])
-        detector.limit_side_len = max(part.shape[:2])  # read at every call: the part as it is
-        try:
+        side, detector.limit_side_len = detector.limit_side_len, max(part.shape[:2])
+        try:  # the detector reads its side at every call: the part is taken as it is
             detected = detector(part)
         finally:
-            detector.limit_side_len = DETECTION_SIDE
+            detector.limit_side_len = side
         if detected.boxes is None:
             raise RapidOCRError("The text detection result is empty")
         to_page = np.array(prepared.shape[1::-1]) / scaled.shape[1::-1]  # x, y
