@@ -32,6 +32,7 @@ from handlers.sidecar import JobStatus
 log = structlog.get_logger("hotfolder.job")
 PARTS = Path(".hotfolder") / "parts"
 WAIT = 0.2  # seconds between looks at the parts other workers are converting
+TAPER = 4  # a part is at most this fraction (1/4) of the pages still to plan
 STALE_AFTER = 86400.0  # a parts folder untouched this long belongs to no running job
 
 Offer = Callable[[str, str, PageRange, int], None]  # (source, job id, pages, priority)
@@ -40,20 +41,18 @@ Offer = Callable[[str, str, PageRange, int], None]  # (source, job id, pages, pr
 def plan(pages: int, split_pages: int, within: PageRange | None = None) -> list[PageRange]:
     """The parts of a document of `pages` pages (only those of `within`, the configured
     page range, if given): none (it is converted whole) unless there are more than
-    `split_pages`; then ranges of about half that many pages, as even as can be, so that
-    two workers finish together rather than one waiting on a last long part."""
+    `split_pages`; then parts of at most half that many pages, each a quarter of the pages
+    still to plan, down to single pages at the end (24 pages: 4,4,4,3,3,2,1,1,1,1), so that
+    the workers finish together rather than one waiting on a last long part."""
     first, last = within or (1, pages)
     last = min(last, pages)
-    count = last - first + 1
-    if not split_pages or count <= split_pages:
+    if not split_pages or last - first + 1 <= split_pages:
         return []
     parts = []
-    number = math.ceil(count / max(split_pages // 2, 1))
-    size, extra = divmod(count, number)
-    for n in range(number):
-        end = first + size + (n < extra) - 1
-        parts.append((first, end))
-        first = end + 1
+    while first <= last:
+        size = min(max(split_pages // 2, 1), math.ceil((last - first + 1) / TAPER))
+        parts.append((first, first + size - 1))
+        first += size
     return parts
 
 
@@ -91,7 +90,7 @@ class PartStore:
                 "document": outcome.document.export_to_dict(),
                 "input_format": outcome.input_format,
                 "pages": outcome.pages,
-                "warnings": [note for note in outcome.warnings if note not in (NO_TEXT, PARTIAL)],
+                "warnings": own_notes(outcome),
                 "partial": outcome.partial,
                 "turns": {str(page): turns for page, turns in outcome.turns.items()},
                 "decrypted": outcome.decrypted,
@@ -124,6 +123,12 @@ class PartStore:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def own_notes(part: Conversion) -> list[str]:
+    """A part's notes but those said of the joined document as a whole: a blank page's part
+    has no text, and the document may still have some."""
+    return [note for note in part.warnings if note not in (NO_TEXT, PARTIAL)]
+
+
 def join(parts: list[Conversion], require_text: bool) -> Conversion:
     """One conversion from its parts, in page order: the document docling's whole
     conversion gives (its items renumbered, its origin kept), and the parts' notes."""
@@ -137,7 +142,7 @@ def join(parts: list[Conversion], require_text: bool) -> Conversion:
     partial = any(part.partial for part in parts)
     warnings = [PARTIAL] if partial else []
     for part in parts:
-        warnings += [note for note in part.warnings if note not in warnings]
+        warnings += [note for note in own_notes(part) if note not in warnings]
     if not document.texts:
         warnings.append(NO_TEXT)
     return Conversion(

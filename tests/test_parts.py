@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from handlers.converter import Conversion, ConversionOptions, DoclingConverter, PageRange
+from handlers.converter import (
+    NO_TEXT,
+    Conversion,
+    ConversionOptions,
+    DoclingConverter,
+    PageRange,
+)
 from handlers.converter import Progress as ConvProgress
 from handlers.errors import JobError
 from handlers.lease import FileLeases
@@ -62,17 +68,31 @@ def context(root: Path, converter: object, offer: object = None) -> JobContext:
     )
 
 
-def test_a_plan_splits_only_past_the_limit_into_even_parts() -> None:
+def test_a_plan_splits_only_past_the_limit_into_parts_that_taper_to_single_pages() -> None:
     assert plan(8, 8) == [] and plan(500, 0) == []
-    assert plan(9, 8) == [(1, 3), (4, 6), (7, 9)]
-    assert plan(18, 8) == [(1, 4), (5, 8), (9, 12), (13, 15), (16, 18)]
-    assert plan(36, 8) == [(n, n + 3) for n in range(1, 37, 4)]
-    assert plan(10, 2) == [(n, n) for n in range(1, 11)]
+    assert plan(9, 8) == [(1, 3), (4, 5), (6, 6), (7, 7), (8, 8), (9, 9)]
+    assert plan(18, 8) == [(1, 4), (5, 8), (9, 11), (12, 13), (14, 15), *singles(16, 18)]
+    assert plan(10, 2) == singles(1, 10)
+    for pages in (9, 17, 36, 100, 1000):  # every page once, in order, never growing
+        parts = plan(pages, 8)
+        sizes = [last - first + 1 for first, last in parts]
+        assert [p for first, last in parts for p in range(first, last + 1)] == [
+            *range(1, pages + 1)
+        ]
+        assert sizes == sorted(sizes, reverse=True) and max(sizes) <= 4
+        assert sizes[-4:] == [1, 1, 1, 1]  # the last parts are single pages
+    assert plan(36, 8)[:6] == [(n, n + 3) for n in range(1, 24, 4)]  # four pages while many
     # A page range is split, not the whole document: its pages only, cut at the last page.
     assert plan(20, 8, (3, 5)) == []
-    assert plan(20, 8, (5, 50)) == [(5, 8), (9, 12), (13, 16), (17, 20)]
-    assert plan(40, 8, (11, 30)) == [(11, 14), (15, 18), (19, 22), (23, 26), (27, 30)]
+    assert plan(20, 8, (5, 50)) == [(5, 8), (9, 11), (12, 14), (15, 16), *singles(17, 20)]
+    assert plan(40, 8, (11, 30)) == [(11, 14), (15, 18), (19, 21), (22, 24), (25, 26)] + (
+        singles(27, 30)
+    )
     assert plan(4, 2, (9, 12)) == []  # starts past the end: docling says so, unsplit
+
+
+def singles(first: int, last: int) -> list[PageRange]:
+    return [(n, n) for n in range(first, last + 1)]
 
 
 def test_parts_done_by_other_workers_and_here_join_to_the_whole_outputs(
@@ -91,8 +111,8 @@ def test_parts_done_by_other_workers_and_here_join_to_the_whole_outputs(
     status = process_file(REL, ctx)
 
     assert status is not None and status.state == "completed", status
-    assert offered == plan(36, 8)[1:] and done_elsewhere == [True] * 4
-    assert status.parts == 9 and status.pages == 36 and status.pages_done == 36
+    assert offered == plan(36, 8)[1:] and done_elsewhere == [True] * 6
+    assert status.parts == 13 and status.pages == 36 and status.pages_done == 36
     outputs = {fmt: (ctx.ledger.output_dir / p).read_bytes() for fmt, p in status.outputs.items()}
     assert outputs == whole  # byte for byte, Markdown and DoclingDocument JSON
     assert not any((ctx.ledger.output_dir / PARTS).iterdir())  # the parts are gone
@@ -152,7 +172,7 @@ def test_a_cancel_stops_the_job_and_its_parts(tmp_path: Path, docling: DoclingCo
     status = process_file(REL, ctx)
 
     assert status is not None and status.state == "cancelled"
-    assert took == [True, False, False, False, False, False, False, False]  # stopped at once
+    assert took == [True] + [False] * (len(plan(36, 8)) - 2)  # stopped at once
     assert "md" not in status.outputs
     assert not any((ctx.ledger.output_dir / PARTS).iterdir())
 
@@ -197,6 +217,9 @@ def test_a_stored_part_reads_back_as_it_was_converted(
     joined, direct = join(back, False), join(converted, False)  # type: ignore[arg-type]
     assert joined.document.export_to_dict() == direct.document.export_to_dict()
     assert (joined.pages, joined.warnings) == (18, direct.warnings)
+    # A part of a page without text (page 17 is blank) says so; the joined document does not.
+    assert NO_TEXT in converted[plan(18, 8).index((17, 17))].warnings
+    assert NO_TEXT not in joined.warnings
     store.remove()
     store.write((1, 4), converted[0])  # a late part, after its job ended: not kept
     assert not store.folder.exists()

@@ -18,7 +18,7 @@ from handlers.parts import PARTS, plan
 from tests.helpers import Daemon, alive, long_pdf, run_cli, wait_for
 
 REL = "long.pdf"
-PAGES = 36  # two of the corpus's redp5110 (18 pages) in a row: nine parts of four pages
+PAGES = 36  # two of the corpus's redp5110 (18 pages) in a row: 13 parts, 4 pages down to 1
 ALL_PARTS = [list(pages) for pages in plan(PAGES, 8)]
 
 
@@ -57,7 +57,11 @@ def parts_done(daemon: Daemon) -> list[dict]:
 def check_joined(daemon: Daemon, whole: dict[str, bytes], attempts: int) -> dict:
     status = daemon.wait_state(REL, ("completed", "failed"), timeout=120)
     assert status["state"] == "completed", status
-    assert (status["parts"], status["pages"], status["attempts"]) == (9, PAGES, attempts)
+    assert (status["parts"], status["pages"], status["attempts"]) == (
+        len(ALL_PARTS),
+        PAGES,
+        attempts,
+    )
     for fmt, expected in whole.items():
         assert (daemon.output / status["outputs"][fmt]).read_bytes() == expected, fmt
     done = Counter(tuple(event["pages"]) for event in parts_done(daemon))
@@ -78,7 +82,7 @@ def test_a_worker_killed_mid_part_costs_only_that_part(
     victim = stalled(daemon, 5)
     coordinator = daemon.wait_state(REL, ("processing",))["worker"]
     assert not coordinator.endswith(f":{victim}")
-    wait_for(lambda: len(parts_done(daemon)) == 8, 90, "every other part")
+    wait_for(lambda: len(parts_done(daemon)) == len(ALL_PARTS) - 1, 90, "every other part")
     os.kill(victim, signal.SIGKILL)
     status = check_joined(daemon, whole, attempts=1)
     again = [event for event in parts_done(daemon) if event["pages"] == [5, 8]]
@@ -90,12 +94,12 @@ def test_a_worker_killed_mid_part_costs_only_that_part(
 def test_a_coordinator_killed_mid_job_costs_only_its_unfinished_part(
     make_daemon, tmp_path: Path, long: bytes, whole: dict[str, bytes]
 ) -> None:
-    # The coordinator stalls in its first part while the other worker does the other eight.
+    # The coordinator stalls in its first part while the other worker does all the others.
     daemon = start(make_daemon, tmp_path, "stall:long*:300:1")
     (daemon.input / REL).write_bytes(long)
     victim = stalled(daemon, 1)
     assert daemon.wait_state(REL, ("processing",))["worker"].endswith(f":{victim}")
-    wait_for(lambda: len(parts_done(daemon)) == 8, 90, "the other worker's parts")
+    wait_for(lambda: len(parts_done(daemon)) == len(ALL_PARTS) - 1, 90, "the other worker's parts")
     helper = {event["worker"] for event in parts_done(daemon)}
     assert len(helper) == 1 and not helper.pop().endswith(f":{victim}")
     os.kill(victim, signal.SIGKILL)
@@ -115,6 +119,6 @@ def test_a_cancel_stops_every_part(make_daemon, tmp_path: Path, long: bytes) -> 
     assert status["state"] == "cancelled" and status["outputs"] == {}
     count = len(parts_done(daemon))
     time.sleep(3)  # longer than a part takes: any part still going would be done by now
-    assert len(parts_done(daemon)) == count < 9
+    assert len(parts_done(daemon)) == count < len(ALL_PARTS)
     assert not any((daemon.output / PARTS).iterdir())
     assert daemon.stop() == 0
