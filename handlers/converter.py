@@ -239,14 +239,28 @@ def warnings_of(result: ConversionResult) -> list[str]:
 
 
 def page_count(source: Path) -> int:
-    """The pages of a PDF, read from its page tree without parsing a page (0 when it is not
-    a PDF this can open: the conversion then says what is wrong with it)."""
+    """The pages of a PDF or the frames of a TIFF, read without converting a page (0 when it
+    is neither, or one this cannot open: the conversion then says what is wrong with it)."""
+    try:
+        with source.open("rb") as handle:
+            magic = handle.read(5)
+    except OSError:
+        return 0
+    if magic == b"%PDF-":
+        return pdf_pages(source)
+    if magic[:4] in TIFF_MAGIC:
+        return tiff_frames(source)
+    return 0
+
+
+TIFF_MAGIC = (b"II*\0", b"MM\0*")
+
+
+def pdf_pages(source: Path) -> int:
+    """The pages in a PDF's page tree, without parsing a page."""
     import pypdfium2
 
     try:
-        with source.open("rb") as handle:
-            if handle.read(5) != b"%PDF-":
-                return 0
         document = pypdfium2.PdfDocument(source)
     except (OSError, pypdfium2.PdfiumError):
         return 0
@@ -254,6 +268,17 @@ def page_count(source: Path) -> int:
         return len(document)
     finally:
         document.close()
+
+
+def tiff_frames(source: Path) -> int:
+    """The frames of a TIFF, which docling converts as its pages (0 when PIL cannot say)."""
+    from PIL import Image
+
+    try:
+        with Image.open(source) as image:
+            return int(getattr(image, "n_frames", 1))
+    except Exception:  # decoder boundary: PIL raises anything; converted whole, docling reports it
+        return 0
 
 
 class Throttle:

@@ -15,6 +15,7 @@ from handlers.converter import (
     ConversionOptions,
     DoclingConverter,
     PageRange,
+    page_count,
 )
 from handlers.converter import Progress as ConvProgress
 from handlers.errors import JobError
@@ -54,8 +55,10 @@ def whole(
     }
 
 
-def context(root: Path, converter: object, offer: object = None) -> JobContext:
-    (root / "input").mkdir(exist_ok=True)
+def context(
+    root: Path, converter: object, offer: object = None, split_pages: int = 8
+) -> JobContext:
+    (root / "input").mkdir(parents=True, exist_ok=True)
     return JobContext(
         input_dir=root / "input",
         ledger=Ledger(root / "output"),
@@ -63,7 +66,7 @@ def context(root: Path, converter: object, offer: object = None) -> JobContext:
         scratch_dir=root / "scratch",
         options=ConversionOptions(progress_interval=0),
         converter=converter,  # type: ignore[arg-type]
-        policy=JobPolicy(max_attempts=1, split_pages=8),
+        policy=JobPolicy(max_attempts=1, split_pages=split_pages),
         offer=offer,  # type: ignore[arg-type]
     )
 
@@ -223,3 +226,31 @@ def test_a_stored_part_reads_back_as_it_was_converted(
     store.remove()
     store.write((1, 4), converted[0])  # a late part, after its job ended: not kept
     assert not store.folder.exists()
+
+
+def test_a_multi_page_tiff_is_split_by_its_frames_into_the_whole_outputs(
+    tmp_path: Path, docling: DoclingConverter
+) -> None:
+    import pypdfium2
+
+    pdf = pypdfium2.PdfDocument(corpus("pdf/multi_page.pdf"))
+    frames = [pdf[n].render(scale=100 / 72).to_pil().convert("L") for n in range(3)]
+    scan = tmp_path / "scan.tif"
+    frames[0].save(scan, save_all=True, append_images=frames[1:], compression="tiff_lzw")
+    (tmp_path / "bad.tif").write_bytes(b"II*\0" + b"\xff" * 64)
+    assert page_count(scan) == 3 and page_count(tmp_path / "bad.tif") == 0
+
+    whole_ctx = context(tmp_path / "whole", docling)
+    parts_ctx = context(tmp_path / "parts", docling, lambda *offered: None, split_pages=2)
+    outputs = []
+    for ctx in (whole_ctx, parts_ctx):
+        (ctx.input_dir / scan.name).write_bytes(scan.read_bytes())
+        status = process_file(scan.name, ctx)
+        assert status is not None and status.state == "completed", status
+        assert status.ocr_pages == 3
+        outputs.append(
+            {f: (ctx.ledger.output_dir / p).read_bytes() for f, p in status.outputs.items()}
+        )
+        parts = status.parts
+    assert parts == 3  # the last job was split: one part per frame, all done here
+    assert outputs[0] == outputs[1]
