@@ -272,11 +272,15 @@ def pdf_pages(source: Path) -> int:
 
 def tiff_frames(source: Path) -> int:
     """The frames of a TIFF, which docling converts as its pages (0 when PIL cannot say)."""
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(source) as image:
-            return int(getattr(image, "n_frames", 1))
+        with warnings.catch_warnings():  # a broken tag is docling's to report, not PIL's
+            warnings.simplefilter("ignore")
+            with Image.open(source) as image:
+                return int(getattr(image, "n_frames", 1))
     except Exception:  # decoder boundary: PIL raises anything; converted whole, docling reports it
         return 0
 
