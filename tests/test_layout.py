@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from handlers.ocr.layout import Line, paragraphs
 
 HEIGHT = 12  # a line's height, in pixels
@@ -88,7 +90,7 @@ def test_a_box_turned_with_its_page_lands_on_the_same_pixels() -> None:
 def test_long_lines_are_read_squeezed_and_small_or_short_ones_as_they_are() -> None:
     import numpy as np
 
-    from handlers.ocr.engine import NARROW_FROM, NARROWING, OcrEngine, OcrOptions, narrowed
+    from handlers.ocr.engine import NARROW_FROM, NARROWING, OcrOptions, narrowed, recogniser
 
     line = np.zeros((32, 400, 3), dtype=np.uint8)
     assert narrowed(line, NARROWING).shape == (32, round(400 * NARROWING), 3)
@@ -96,13 +98,18 @@ def test_long_lines_are_read_squeezed_and_small_or_short_ones_as_they_are() -> N
     assert narrowed(small, NARROWING) is small
     word = np.zeros((40, 150, 3), dtype=np.uint8)  # a word or two: little to gain, letters lost
     assert narrowed(word, NARROWING) is word
-    assert OcrEngine(OcrOptions(language="en")).narrowing == NARROWING
-    assert OcrEngine(OcrOptions(language="japan")).narrowing == 1.0  # square characters
+    assert recogniser(OcrOptions(language="en", model="small")).narrowing == NARROWING
+    assert recogniser(OcrOptions(language="japan")).narrowing == 1.0  # square characters
+    assert recogniser(OcrOptions(language="en")).narrowing == 1.0  # the tiny one: full width
 
 
-def test_a_dense_page_reads_as_well_squeezed(monkeypatch) -> None:
-    """The lines of a born-digital page rendered at 150 dpi, read squeezed, against its text
-    layer: as well as read at full width (both 1.000 when measured)."""
+@pytest.mark.parametrize("model", ["small", "tiny"])
+def test_a_dense_page_reads_as_well_squeezed_by_the_small_recogniser_as_by_the_tiny(
+    monkeypatch, model
+) -> None:
+    """The lines of a born-digital page rendered at 150 dpi, read squeezed by the small
+    recogniser and at full width by the tiny one, against its text layer (1.000 both ways
+    when measured)."""
     import handlers.ocr.engine as engine_module
     from handlers.ocr.engine import OcrEngine, OcrOptions
     from tests.bench.ocr_pages import rendered, text_layer
@@ -116,7 +123,12 @@ def test_a_dense_page_reads_as_well_squeezed(monkeypatch) -> None:
         return found
 
     monkeypatch.setattr(engine_module, "narrowed", narrowed)
-    page = OcrEngine(OcrOptions(threads=1)).read(rendered("pdf/multi_page.pdf", 0, 150))
+    page = OcrEngine(OcrOptions(threads=1, model=model)).read(
+        rendered("pdf/multi_page.pdf", 0, 150)
+    )
     text = "\n".join(paragraph.text for paragraph in page.paragraphs)
     assert word_similarity(text, text_layer("pdf/multi_page.pdf", 0)) >= 0.99
-    assert sum(squeezed) > 20, squeezed  # most of its lines were read squeezed
+    if model == "small":
+        assert sum(squeezed) > 20, squeezed  # most of its lines were read squeezed
+    else:
+        assert squeezed == []

@@ -108,6 +108,7 @@ class ConversionConfig(Section):
     ocr: Literal["auto", "off", "force"] = "auto"
     ocr_dpi: float = Field(144.0, ge=36, le=600)
     ocr_language: str = "en"
+    ocr_model: Literal["tiny", "small"] = "tiny"
     ocr_models: str = ""
     ocr_threads: int = Field(0, ge=0)
     chunker: Literal["hierarchical", "hybrid"] = "hierarchical"
@@ -140,6 +141,7 @@ class ConversionConfig(Section):
             mode=self.ocr,
             dpi=self.ocr_dpi,
             language=self.ocr_language,
+            model=self.ocr_model,
             models_dir=self.ocr_models,
             threads=self.ocr_threads or max(1, cores // workers),
         )
