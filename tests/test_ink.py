@@ -1,5 +1,6 @@
 """Lines looked for only where a page has ink: the box around it, and the same text as when
-the whole page is looked at."""
+the whole page is looked at; and the page scaled into the detector's input as RapidOCR
+scales it."""
 
 from __future__ import annotations
 
@@ -55,3 +56,21 @@ def test_a_sparse_and_a_dense_page_read_as_when_the_whole_page_is_looked_at(monk
     assert cut[0] == whole[0]
     assert word_similarity(cut[1], whole[1]) >= 0.995
     assert word_similarity(cut[1], text_layer("pdf/2305.03393v1-pg9.pdf", 0)) >= 0.99
+
+
+def test_the_detector_input_is_rapidocrs_own_made_in_float32() -> None:
+    from rapidocr.ch_ppocr_det.utils import DetPreProcess
+
+    from tests.bench.ocr_pages import rendered
+
+    detector = OcrEngine(OcrOptions(threads=1)).reader()._load_det_model()
+    pixels = np.asarray(rendered("pdf/2305.03393v1-pg9.pdf", 0, 200))
+    for side in (engine_module.DETECTION_SIDE, 640):  # the part path sets its own side
+        detector.limit_side_len = side
+        ours = detector.get_preprocess()
+        theirs = DetPreProcess(side, detector.limit_type, detector.mean, detector.std)
+        assert type(ours) is not DetPreProcess
+        made, expected = ours(pixels), theirs(pixels)
+        assert made.dtype == np.float32 and made.shape == expected.shape
+        assert max(made.shape[2:]) == side
+        np.testing.assert_allclose(made, expected, rtol=0, atol=1e-6)

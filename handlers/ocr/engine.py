@@ -118,6 +118,7 @@ class OcrEngine:
                 }
             )
             self.narrowing = chosen.narrowing
+            prepare_in_float32(self._reader._load_det_model())
         return self._reader
 
     def read(self, image: Image.Image, stages: Stages | None = None) -> PageText:
@@ -231,6 +232,33 @@ class OcrEngine:
         if self.narrowing < 1:
             crops = [narrowed(crop, self.narrowing) for crop in crops]
         return reader.recognize_txt(crops)
+
+
+def prepare_in_float32(detector: Any) -> None:
+    """Have `detector` scale its page into the network's input in float32, in one pass per
+    channel, where RapidOCR's own step computes in float64 and copies the page four times
+    (a tenth of the time spent finding a dense page's lines)."""
+    import numpy as np
+    from rapidocr.ch_ppocr_det.utils import DetPreProcess
+
+    class Prepare(DetPreProcess):
+        def __call__(self, img: np.ndarray) -> np.ndarray | None:
+            resized = self.resize(img)
+            if resized is None:
+                return None
+            height, width, channels = resized.shape
+            scale = (self.scale / self.std).astype(np.float32)
+            shift = (-self.mean / self.std).astype(np.float32)
+            planes = np.empty((1, channels, height, width), dtype=np.float32)
+            for channel in range(channels):
+                np.multiply(resized[:, :, channel], scale[channel], out=planes[0, channel])
+                planes[0, channel] += shift[channel]
+            return planes
+
+    def made() -> DetPreProcess:  # at every call: the side it scales to is read then
+        return Prepare(detector.limit_side_len, detector.limit_type, detector.mean, detector.std)
+
+    detector.get_preprocess = made
 
 
 def narrowed(crop: np.ndarray, share: float) -> np.ndarray:
