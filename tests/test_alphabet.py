@@ -116,19 +116,3 @@ def test_the_tiny_recogniser_is_read_from_its_wheel_and_the_small_one_stands_in(
 
     [(ok, said, fix)] = ocr_ready(ConversionConfig(ocr_language="de"), "")
     assert not ok and "tiny recogniser is not installed" in said and "pip install" in fix
-
-
-def test_the_tiny_recogniser_reads_line_by_line_as_well_as_in_batches() -> None:
-    from tests.bench.ocr_pages import jpeg, rendered, text_layer
-    from tests.test_corpus import word_similarity
-
-    engine = OcrEngine(OcrOptions(threads=1))
-    lines = engine.reader()._load_rec_model()
-    assert recogniser(OcrOptions()).batch == lines.rec_batch_num == 1
-    assert recogniser(OcrOptions(model="small")).batch == 6  # RapidOCR's own
-    scan = jpeg(rendered("pdf/2305.03393v1-pg9.pdf", 0, 200), 60)
-    truth = text_layer("pdf/2305.03393v1-pg9.pdf", 0)
-    one_by_one = word_similarity(ocr_text(engine, scan), truth)
-    lines.rec_batch_num = 6  # each line padded to the widest of six
-    batched = word_similarity(ocr_text(engine, scan), truth)
-    assert one_by_one >= 0.99 and one_by_one >= batched - 0.002, (one_by_one, batched)

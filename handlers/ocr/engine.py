@@ -107,7 +107,6 @@ class OcrEngine:
                     "Det.model_path": str(bundled / DETECTION),
                     "Cls.model_path": str(bundled / ORIENTATION),
                     "Rec.model_path": str(chosen.model),
-                    "Rec.rec_batch_num": chosen.batch,
                     **keys,
                     "Global.log_level": "warning",
                     "Det.limit_type": "max",
@@ -394,13 +393,11 @@ def recognition_model(settings: OcrOptions) -> Path:
 @dataclass(frozen=True)
 class Recogniser:
     """The recognition model a worker loads, the file of its characters where the model
-    does not hold them, the share of its width a long line is read at, and how many lines
-    it reads at once (RapidOCR's 6 pads each to the widest of its batch)."""
+    does not hold them, and the share of its width a long line is read at."""
 
     model: Path
     keys: Path | None = None
     narrowing: float = 1.0
-    batch: int = 6
 
 
 def recogniser(settings: OcrOptions) -> Recogniser:
@@ -426,9 +423,7 @@ def recogniser(settings: OcrOptions) -> Recogniser:
 def tiny_recogniser(settings: OcrOptions) -> Recogniser | None:
     """PP-OCRv6's tiny recogniser, if chosen (`model`), for a language it reads, and
     installed; found without importing its package. Read at full width: squeezed, it lost
-    words on a tilted page (0.959 of them against 0.988). Read line by line: the bench pages'
-    lines took 3.0 s so against 3.9 s in batches of 6 (padded to the widest), for the same
-    text."""
+    words on a tilted page (0.959 of them against 0.988)."""
     import importlib.util
 
     if settings.model != "tiny" or not tiny_reads(settings.language_code):
@@ -438,7 +433,7 @@ def tiny_recogniser(settings: OcrOptions) -> Recogniser | None:
         return None
     root = Path(next(iter(spec.submodule_search_locations)))
     model, keys = root / TINY_RECOGNITION, root / TINY_KEYS
-    return Recogniser(model, keys, batch=1) if model.is_file() and keys.is_file() else None
+    return Recogniser(model, keys) if model.is_file() and keys.is_file() else None
 
 
 def read_cut(settings: OcrOptions, model: Path) -> bool:
