@@ -33,6 +33,13 @@ def test_ink_is_what_is_darker_than_the_paper() -> None:
     assert inked(grey, 0) == (300, 20, 320, 40)
 
 
+def test_a_page_lit_from_one_side_has_its_ink_boxed_and_not_its_shade() -> None:
+    light = np.linspace(140, 255, 300)  # the paper, darker to the left
+    pixels = np.repeat(np.tile(light, (400, 1))[:, :, None], 3, axis=2).astype(np.uint8)
+    pixels[100:150, 50:200] = (light[50:200] - 90)[None, :, None]  # text, as dark as it is lit
+    assert inked(pixels, 0) == (100, 50, 150, 200)  # against the brightest paper: (0, 0, 400, 208)
+
+
 def test_a_sparse_and_a_dense_page_read_as_when_the_whole_page_is_looked_at(monkeypatch) -> None:
     from tests.bench.ocr_pages import rendered, text_layer
     from tests.test_corpus import word_similarity
