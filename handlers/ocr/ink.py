@@ -29,7 +29,7 @@ def inked(pixels: np.ndarray, pad: int, grid: int = 1) -> tuple[int, int, int, i
     cells = cv2.resize(grey, (-(-width // CELL), -(-height // CELL)), interpolation=cv2.INTER_AREA)
     near = np.ones((2 * REACH + 1, 2 * REACH + 1), np.uint8)
     paper = cv2.resize(cv2.dilate(cells, near), (width, height), interpolation=cv2.INTER_LINEAR)
-    dark = (grey.astype(np.int16) < paper.astype(np.int16) - DARKER).astype(np.uint8)
+    dark = (cv2.subtract(paper, grey) > DARKER).astype(np.uint8)  # paper below grey: 0
     rows = np.flatnonzero(cv2.reduce(dark, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[:, 0] >= 2)
     columns = np.flatnonzero(cv2.reduce(dark, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[0] >= 2)
     if not len(rows) or not len(columns):
