@@ -3,11 +3,14 @@ a settled file becomes one job, and the sweep recovers what a dead worker left."
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -236,3 +239,33 @@ def test_a_settle_pass_whose_queue_commit_fails_is_taken_in_again(
         holder.close()
         stop.set()
         thread.join(5)
+
+
+def test_a_worker_rewrites_its_own_note_in_place_and_the_guard_clears_a_dead_ones(
+    tmp_path: Path,
+) -> None:
+    workers_dir, me = tmp_path / "workers", os.getpid()
+    note = inflight.entry_file(workers_dir, me)
+    workers_dir.mkdir()
+    note.write_text(json.dumps({"pid": me, "source": "x" * 2000, "started": 1.0}))  # pid reuse
+    inflight.mark_running(workers_dir, "a.md")
+    first = note.stat()
+    assert inflight.read(workers_dir, me) == inflight.Running(me, "a.md", ANY)
+    inflight.clear(workers_dir, me)
+    assert inflight.read(workers_dir, me) is None and inflight.all_running(workers_dir) == []
+    long_name = "deep/" * 150 + "b.md"  # past the slot: the slot grows
+    inflight.mark_running(workers_dir, long_name)
+    assert inflight.read(workers_dir, me).source == long_name  # type: ignore[union-attr]
+    inflight.mark_running(workers_dir, "c.md")  # shorter again: the padding keeps it whole
+    assert inflight.read(workers_dir, me).source == "c.md"  # type: ignore[union-attr]
+    assert note.stat().st_ino == first.st_ino  # one file all along, no new one per job
+    assert inflight.pids(workers_dir) == [me]
+    note.unlink()  # removed under the worker: its next job writes a new one
+    inflight.mark_running(workers_dir, "d.md")
+    assert inflight.read(workers_dir, me).source == "d.md"  # type: ignore[union-attr]
+    # Another process's clear (the guard's, for a dead worker) removes the file.
+    dead = 4_000_000
+    inflight.entry_file(workers_dir, dead).write_text(json.dumps({"pid": dead, "source": None}))
+    assert sorted(inflight.pids(workers_dir)) == [me, dead]
+    inflight.clear(workers_dir, dead)
+    assert inflight.pids(workers_dir) == [me]

@@ -79,9 +79,9 @@ class WorkerGuard:
 
     def recover_stale(self) -> None:
         """Entries and private copies left by workers of an earlier consumer that was killed."""
-        for entry in inflight.all_running(self.settings.workers_dir):
-            if not pid_exists(entry.pid):
-                self.recover_pid(entry.pid)
+        for pid in inflight.pids(self.settings.workers_dir):
+            if not pid_exists(pid):
+                self.recover_pid(pid)
         for pid in copy_owners(self.settings.scratch_dir):
             if not pid_exists(pid):
                 discard_copies(self.settings.scratch_dir, pid)
@@ -129,6 +129,7 @@ class WorkerGuard:
             proc.join(5)
             discard_copies(self.settings.scratch_dir, proc.pid)
             if entry is None:
+                inflight.clear(self.settings.workers_dir, proc.pid)
                 continue
             try:
                 self.put_back(entry.source)
@@ -149,6 +150,7 @@ class WorkerGuard:
         discard_copies(self.settings.scratch_dir, pid)
         entry = inflight.read(self.settings.workers_dir, pid)
         if entry is None:
+            inflight.clear(self.settings.workers_dir, pid)  # it died idle
             return
         reason = entry.killed or "crashed"
         try:
