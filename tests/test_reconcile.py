@@ -263,6 +263,13 @@ def test_a_worker_rewrites_its_own_note_in_place_and_the_guard_clears_a_dead_one
     note.unlink()  # removed under the worker: its next job writes a new one
     inflight.mark_running(workers_dir, "d.md")
     assert inflight.read(workers_dir, me).source == "d.md"  # type: ignore[union-attr]
+    note.unlink()
+    outside = tmp_path / "outside.json"
+    outside.write_text("kept")
+    note.symlink_to(outside)  # a link in its place is replaced, never written through
+    inflight.mark_running(workers_dir, "e.md")
+    assert not note.is_symlink() and outside.read_text() == "kept"
+    assert inflight.read(workers_dir, me).source == "e.md"  # type: ignore[union-attr]
     # Another process's clear (the guard's, for a dead worker) removes the file.
     dead = 4_000_000
     inflight.entry_file(workers_dir, dead).write_text(json.dumps({"pid": dead, "source": None}))

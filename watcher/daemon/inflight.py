@@ -11,6 +11,7 @@ guard recovers a job only once its worker is dead, when nothing writes any more.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -57,11 +58,7 @@ class Slot:
             return self.fd
         if self.pid == pid:
             os.close(self.fd)  # another folder's, or removed under us
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = open_in_folder(path, flags, MODE)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise OSError(f"{path} is not a regular file")
+        fd = create(path)
         os.ftruncate(fd, 0)  # an earlier process's with this pid, maybe longer
         self.path, self.pid, self.fd, self.size = path, pid, fd, SLOT
         return fd
@@ -69,6 +66,25 @@ class Slot:
     def mine(self, path: Path, pid: int) -> bool:
         """Whether `path` is this process's open slot (`pid` is this process's)."""
         return self.pid == pid and self.path == path
+
+
+def create(path: Path) -> int:
+    """`path` opened for writing as a regular file of its own: a link or special file
+    found in its place is removed first (the atomic rename that wrote the note before
+    replaced one too), never followed."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    for _ in range(2):
+        try:
+            fd = open_in_folder(path, flags, MODE)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+        else:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return fd
+            os.close(fd)
+        path.unlink()
+    raise OSError(errno.EEXIST, "the worker's note cannot be made a regular file", str(path))
 
 
 slot = Slot()
