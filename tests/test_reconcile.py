@@ -241,7 +241,7 @@ def test_a_settle_pass_whose_queue_commit_fails_is_taken_in_again(
         thread.join(5)
 
 
-def test_a_worker_rewrites_its_own_note_in_place_and_the_guard_clears_a_dead_ones(
+def test_a_worker_rewrites_its_own_note_in_place_and_the_guard_clears_a_dead_workers(
     tmp_path: Path,
 ) -> None:
     workers_dir, me = tmp_path / "workers", os.getpid()
