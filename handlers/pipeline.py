@@ -31,7 +31,7 @@ from handlers.lifecycle import (
 )
 from handlers.markup import check_markup
 from handlers.outputs import Rendition, check_name, write_outputs
-from handlers.parts import Coordinator, Offer, PartStore, lease_key, plan
+from handlers.parts import Coordinator, Offer, PartStore, by_weight, lease_key, plan
 from handlers.sidecar import TERMINAL, JobStatus
 from handlers.source import Snapshot, private_folder, read_input
 
@@ -146,7 +146,8 @@ def convert_input(
 
     store = PartStore.of(ctx.ledger.output_dir, status)
     coordinator = Coordinator(status, store, ctx.leases, convert_part, on_pages)
-    return coordinator.run(parts, ctx.offer, ctx.options.ocr.mode == "off")
+    order = by_weight(parts, conv.ocr_weights(copy.path, ctx.options.ocr.mode))
+    return coordinator.run(order, ctx.offer, ctx.options.ocr.mode == "off")
 
 
 def too_many(pages: int, policy: JobPolicy) -> bool:

@@ -15,6 +15,7 @@ from handlers.converter import (
     ConversionOptions,
     DoclingConverter,
     PageRange,
+    ocr_weights,
     page_count,
 )
 from handlers.converter import Progress as ConvProgress
@@ -22,7 +23,7 @@ from handlers.errors import JobError
 from handlers.lease import FileLeases
 from handlers.ledger import Ledger
 from handlers.lifecycle import JobPolicy
-from handlers.parts import PARTS, PartStore, join, plan
+from handlers.parts import PARTS, PartStore, by_weight, join, plan
 from handlers.pipeline import JobContext, process_file, process_part
 from tests.helpers import corpus, long_pdf
 
@@ -96,6 +97,55 @@ def test_a_plan_splits_only_past_the_limit_into_parts_that_taper_to_single_pages
 
 def singles(first: int, last: int) -> list[PageRange]:
     return [(n, n) for n in range(first, last + 1)]
+
+
+def test_parts_are_taken_heaviest_first_where_the_pages_image_data_says_so() -> None:
+    parts = plan(9, 8)  # (1, 3), (4, 5) and single pages 6-9
+    dense_last = [100, 100, 100, 100, 100, 10, 10, 10, 900]
+    assert by_weight(parts, dense_last) == [(9, 9), (1, 3), (4, 5), (6, 6), (7, 7), (8, 8)]
+    assert by_weight(parts, [0] * 9) == parts  # no images (born-digital): page order
+    assert by_weight(parts, [5] * 8) == parts  # weights that miss a page are not used
+    assert by_weight(parts, []) == parts and by_weight([], []) == []
+
+
+def test_a_pages_weight_is_its_stored_image_data_and_nothing_where_it_has_text(
+    tmp_path: Path,
+) -> None:
+    import pikepdf
+    import pypdfium2
+    from PIL import Image
+
+    pdf = pypdfium2.PdfDocument(corpus("pdf/multi_page.pdf"))
+    dense = pdf[0].render(scale=150 / 72).to_pil().convert("RGB")
+    blank = Image.new("RGB", dense.size, "white")
+    scan = tmp_path / "scan.pdf"
+    blank.save(scan, "PDF", resolution=150, save_all=True, append_images=[dense, blank])
+    weights = ocr_weights(scan, "auto")
+    assert len(weights) == 3 and weights[0] == weights[2] and weights[1] > 5 * weights[0] > 0
+    assert ocr_weights(scan, "force") == weights and ocr_weights(scan, "off") == []
+
+    # A page that names a font has a text layer: it weighs nothing, its figures aside.
+    assert ocr_weights(corpus("pdf/redp5110_sampled.pdf"), "auto") == [0] * 18
+    assert ocr_weights(corpus("pdf/ocr_test.pdf"), "auto")[0] > 0  # its scan is in a form
+    with pikepdf.open(scan) as inherited:  # resources kept on the page tree, not the page
+        inherited.Root.Pages.Resources = inherited.pages[1].obj.Resources
+        for page in inherited.pages:
+            del page.obj["/Resources"]
+        inherited.save(tmp_path / "inherited.pdf")
+    assert ocr_weights(tmp_path / "inherited.pdf", "auto") == [weights[1]] * 3
+
+    frames = tmp_path / "scan.tif"
+    gray = [image.convert("L") for image in (blank, dense, blank)]
+    gray[0].save(frames, save_all=True, append_images=gray[1:], compression="tiff_lzw")
+    tiff = ocr_weights(frames, "auto")
+    assert len(tiff) == 3 and tiff[0] == tiff[2] and tiff[1] > 5 * tiff[0] > 0
+
+    with pikepdf.open(scan) as locked:
+        locked.save(tmp_path / "locked.pdf", encryption=pikepdf.Encryption(owner="o", user="u"))
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.7\n" + b"\xff" * 64)
+    (tmp_path / "notes.txt").write_text("no pages")
+    for unread in ("locked.pdf", "broken.pdf", "notes.txt", "missing.pdf"):
+        assert ocr_weights(tmp_path / unread, "auto") == [], unread
 
 
 def test_parts_done_by_other_workers_and_here_join_to_the_whole_outputs(
@@ -240,8 +290,13 @@ def test_a_multi_page_tiff_is_split_by_its_frames_into_the_whole_outputs(
     (tmp_path / "bad.tif").write_bytes(b"II*\0" + b"\xff" * 64)
     assert page_count(scan) == 3 and page_count(tmp_path / "bad.tif") == 0
 
+    weights = ocr_weights(scan, "auto")
+    assert weights[1] < min(weights[0], weights[2])  # page 2 holds the least ink
+    offered: list[PageRange] = []
     whole_ctx = context(tmp_path / "whole", docling)
-    parts_ctx = context(tmp_path / "parts", docling, lambda *offered: None, split_pages=2)
+    parts_ctx = context(
+        tmp_path / "parts", docling, lambda *part: offered.append(part[2]), split_pages=2
+    )
     outputs = []
     for ctx in (whole_ctx, parts_ctx):
         (ctx.input_dir / scan.name).write_bytes(scan.read_bytes())
@@ -253,4 +308,5 @@ def test_a_multi_page_tiff_is_split_by_its_frames_into_the_whole_outputs(
         )
         parts = status.parts
     assert parts == 3  # the last job was split: one part per frame, all done here
-    assert outputs[0] == outputs[1]
+    assert offered == [(3, 3), (2, 2)]  # page 1 here first, the lightest page last
+    assert outputs[0] == outputs[1]  # joined in page order all the same
