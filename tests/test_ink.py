@@ -5,6 +5,7 @@ scales it."""
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 import handlers.ocr.engine as engine_module
 from handlers.ocr.engine import OcrEngine, OcrOptions, area
@@ -81,3 +82,24 @@ def test_the_detector_input_is_rapidocrs_own_made_in_float32() -> None:
         assert made.dtype == np.float32 and made.shape == expected.shape
         assert max(made.shape[2:]) == side
         np.testing.assert_allclose(made, expected, rtol=0, atol=1e-6)
+
+
+def test_a_page_without_ink_reads_as_empty_and_is_not_looked_over(monkeypatch) -> None:
+    engine = OcrEngine(OcrOptions(threads=1))
+    detector = type(engine.reader()._load_det_model())
+    looked, original = [], detector.__call__
+
+    def counted(self, *args, **kwargs):
+        looked.append(args[0].shape)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(detector, "__call__", counted)
+    noise = np.random.default_rng(0).normal(0, 6, (1400, 1000, 3))
+    scanned = np.clip(235 + noise, 0, 255).astype(np.uint8)  # a blank sheet through a scanner
+    for blank in (page(), scanned):
+        assert engine.read(Image.fromarray(blank)).paragraphs == []
+    assert looked == []
+    written = page()
+    written[100:130, 40:260] = 0
+    engine.read(Image.fromarray(written))
+    assert len(looked) == 1  # where there is ink, the detector looks
