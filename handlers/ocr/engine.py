@@ -180,14 +180,15 @@ class OcrEngine:
         strip = apply_vertical_padding(prepared, {}, ratio, least)[1]["padding_1"]["top"]
         detector = reader._load_det_model()
         scaled = detector.get_preprocess().resize(prepared)
-        box = None if strip or scaled is None else inked(scaled, INK_MARGIN, GRID)
-        if box is None and not strip and scaled is not None:
+        if strip or scaled is None:  # a wide strip gets RapidOCR's padding
+            return self.detect_whole(prepared, record)
+        box = inked(scaled, INK_MARGIN, GRID)
+        if box is None:
             # No ink at all (a blank page, the back of a duplex scan): no line to look for.
             # Looking the whole page over took 0.9-1.6 s here, to find none.
             raise RapidOCRError("The text detection result is empty")
-        if box is None or area(box) > INK_WORTH * scaled.shape[0] * scaled.shape[1]:
-            whole: tuple[list[Any], Any] = reader.detect_and_crop(prepared, record)
-            return whole  # and a wide strip gets RapidOCR's padding
+        if area(box) > INK_WORTH * scaled.shape[0] * scaled.shape[1]:
+            return self.detect_whole(prepared, record)
         top, left, bottom, right = box
         part = np.ascontiguousarray(scaled[top:bottom, left:right])
         side, detector.limit_side_len = detector.limit_side_len, max(part.shape[:2])
@@ -201,6 +202,10 @@ class OcrEngine:
         detected.boxes = ((detected.boxes + [left, top]) * to_page).astype(detected.boxes.dtype)
         record["padding_1"] = {"top": 0, "left": 0}
         return reader.crop_text_regions(prepared, detected.boxes), detected
+
+    def detect_whole(self, prepared: np.ndarray, record: dict[str, Any]) -> tuple[list[Any], Any]:
+        found: tuple[list[Any], Any] = self.reader().detect_and_crop(prepared, record)
+        return found
 
     def read_turned(
         self,
