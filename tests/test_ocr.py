@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pikepdf
 import pypdfium2
+from PIL import Image, ImageSequence
 
-from tests.helpers import corpus, drop, hotfolder_argv, run_cli, wait_for
+from handlers.ocr.engine import OcrEngine, OcrOptions
+from tests.helpers import corpus, drop, hotfolder_argv, ocr_text, run_cli, wait_for
 
 FIRST_WORDS = "the evolution of the word processor"  # multi_page.pdf, page 1
 
@@ -66,6 +68,19 @@ def test_pages_scanned_sideways_or_upside_down_read_in_order(make_daemon, tmp_pa
     assert len(upright) > 300  # the whole page was read, in paragraphs
     assert (daemon.output / "turned0.png.md").read_text().count("\n\n") >= 8
     assert daemon.stop() == 0
+
+
+def test_on_an_upright_page_no_wide_line_is_read_upside_down() -> None:
+    """The orientation classifier, asked line by line, calls some wide lines of the upright
+    two-column TIF upside down; turned over, they read as nonsense ("puowx", "Ápenba").
+    The page's lines agree that it lies upright, and each wide line is read as it lies."""
+    engine = OcrEngine(OcrOptions())
+    with Image.open(corpus("tif/2206.01062.tif")) as tif:
+        read = [
+            " ".join(words(ocr_text(engine, f.convert("RGB")))) for f in ImageSequence.Iterator(tif)
+        ]
+    assert "discovery and data mining" in read[0]
+    assert "but equally acceptable layout" in read[1]
 
 
 def test_a_hybrid_pdf_keeps_its_text_layer_and_reads_its_scanned_page(

@@ -155,10 +155,18 @@ class OcrEngine:
                 return 0, []
         with clock("orientation"):
             crops_upright, orientation = reader.cls_and_rotate(crops)
-            turns = page_turns(detected.boxes, [label for label, _ in orientation.cls_res])
+            labels = [label for label, _ in orientation.cls_res]
+            turns = page_turns(detected.boxes, labels)
         if turns:
             with clock("recognition"):
                 return turns, self.read_turned(pixels, turns, detected, orientation, record)
+        if turns == 0:  # the page lies upright: so do its wide lines, whatever one says
+            crops_upright = [
+                crop if label == "180" and not tall(box) else turned
+                for crop, turned, box, label in zip(
+                    crops, crops_upright, detected.boxes, labels, strict=True
+                )
+            ]
         with clock("recognition"):
             recognised = self.recognise(crops_upright)
             output = reader.build_final_output(
@@ -311,21 +319,25 @@ class Stages(dict[str, float]):
             self[name] = self.get(name, 0.0) + time.perf_counter() - began
 
 
-def page_turns(boxes: np.ndarray, labels: list[str]) -> int:
+def page_turns(boxes: np.ndarray, labels: list[str]) -> int | None:
     """How the page lies, from its lines: wide lines read upright or upside down (the
     classifier's "180"); tall lines are turned a quarter before classification, so "0"
-    means the page lies turned clockwise and "180" counterclockwise."""
+    means the page lies turned clockwise and "180" counterclockwise. None if too few of
+    them agree (each line is then read as the classifier says it lies)."""
     votes = [0.0, 0.0, 0.0, 0.0]  # text length per needed turn: 0, 1, 2, 3 (counterclockwise)
     for box, label in zip(boxes, labels, strict=True):
-        width = float(box[:, 0].max() - box[:, 0].min())
-        height = float(box[:, 1].max() - box[:, 1].min())
         flipped = label == "180"
-        if height > width:
-            votes[3 if flipped else 1] += height
+        if tall(box):
+            votes[3 if flipped else 1] += float(box[:, 1].max() - box[:, 1].min())
         else:
-            votes[2 if flipped else 0] += width
+            votes[2 if flipped else 0] += float(box[:, 0].max() - box[:, 0].min())
     best = max(range(4), key=votes.__getitem__)
-    return best if votes[best] > AGREEMENT * sum(votes) else 0
+    return best if votes[best] > AGREEMENT * sum(votes) else None
+
+
+def tall(box: np.ndarray) -> bool:
+    """Whether a line's box (four corners) is higher than it is wide."""
+    return float(box[:, 1].max() - box[:, 1].min()) > float(box[:, 0].max() - box[:, 0].min())
 
 
 def lines_of(output: Any) -> list[Line]:
