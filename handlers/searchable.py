@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import unicodedata
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +26,19 @@ if TYPE_CHECKING:
 
 STAMP_CHARS = 32  # a page with fewer characters of its own text than this gets a layer
 FONT = "/HotfolderOcr"
-EM = 0.5  # every glyph's width in the layer's font, in em: each line is stretched to its box
+EM = 0.5  # a character's mean width in em, for the lines a box of text would fill
+# Helvetica's advance widths (from its AFM, in thousandths of an em) for the characters 32
+# to 126. The layer's glyphs are as wide as these, each line stretched to its box: a word
+# falls nearer where it is printed than with every glyph alike (printed text is rarely
+# monospaced), so search and selection mark the word under them.
+ASCII_WIDTHS = (
+    278, 278, 355, 556, 556, 889, 667, 191, 333, 333, 389, 584, 278, 333, 278, 278,
+    556, 556, 556, 556, 556, 556, 556, 556, 556, 556, 278, 278, 584, 584, 584, 556,
+    1015, 667, 667, 722, 722, 667, 611, 778, 722, 278, 500, 667, 556, 833, 722, 778,
+    667, 778, 722, 667, 611, 722, 667, 944, 667, 667, 611, 278, 278, 278, 469, 556,
+    333, 556, 556, 500, 556, 556, 278, 556, 556, 222, 222, 500, 222, 833, 556, 556,
+    556, 556, 333, 500, 278, 556, 500, 722, 500, 500, 500, 334, 260, 334, 584,
+)  # fmt: skip
 
 
 def render_pdf(rendition: Rendition) -> bytes | None:
@@ -281,7 +294,7 @@ def add_text_layer(pdf: pikepdf.Pdf, page: pikepdf.Page, lines: Iterator[Line]) 
     for line in lines:
         matrix, size, length = line_matrix(line)
         encoded = line.text.encode("cp1252", "replace")
-        scale = 100 * length / max(size * EM * len(encoded), 0.01)
+        scale = 100 * length / max(size * sum(map(glyph_width, encoded)) / 1000, 0.01)
         literal = encoded.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
         ops += [
             f"{FONT} {size:.3f} Tf {scale:.2f} Tz",
@@ -294,11 +307,9 @@ def add_text_layer(pdf: pikepdf.Pdf, page: pikepdf.Page, lines: Iterator[Line]) 
         Subtype=pikepdf.Name.Type1,
         BaseFont=pikepdf.Name.Helvetica,
         Encoding=pikepdf.Name.WinAnsiEncoding,
-        # Every glyph as wide as every other: a character's place on the line is known,
-        # so search and selection mark the word under them.
         FirstChar=32,
         LastChar=255,
-        Widths=[int(EM * 1000)] * 224,
+        Widths=[glyph_width(code) for code in range(32, 256)],
     )
     if "/Resources" not in page.obj:  # inherited from the page tree, or none: a copy
         page.obj.Resources = pikepdf.Dictionary(inherited_resources(page.obj))
@@ -311,6 +322,17 @@ def add_text_layer(pdf: pikepdf.Pdf, page: pikepdf.Page, lines: Iterator[Line]) 
     page.contents_add(pikepdf.Stream(pdf, b"q\n"), prepend=True)
     layer = "Q\n" + "\n".join(ops)
     page.contents_add(pikepdf.Stream(pdf, layer.encode("latin-1")), prepend=False)
+
+
+def glyph_width(code: int) -> int:
+    """The layer font's width of the Windows-1252 character `code`: Helvetica's for ASCII,
+    an accented letter's base letter's for the rest of Latin, a mean width otherwise."""
+    if 32 <= code <= 126:
+        return ASCII_WIDTHS[code - 32]
+    if code < 32:
+        return 0
+    base = unicodedata.normalize("NFD", bytes([code]).decode("cp1252", "replace"))[:1]
+    return ASCII_WIDTHS[ord(base) - 32] if " " <= base <= "~" else int(EM * 1000)
 
 
 def inherited_resources(page: pikepdf.Object) -> dict[str, object]:

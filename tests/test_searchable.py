@@ -18,6 +18,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 from handlers.ocr.engine import OcrEngine, OcrOptions
+from handlers.searchable import Line, add_text_layer
 from tests.helpers import corpus
 from tests.test_ocr import pdf_of, scan_of_text_page
 
@@ -175,3 +176,20 @@ def test_scans_become_searchable_pdfs_and_text_pdfs_stay_as_they_are(
         checked, wrong = words_in_place(daemon.output / f"{rel}.pdf", sample=40)
         assert checked >= 20 and len(wrong) <= 0.1 * checked, (rel, checked, wrong)
     assert daemon.stop() == 0
+
+
+def test_a_line_of_the_layer_is_spread_as_a_proportional_font_prints_it(tmp_path: Path) -> None:
+    """Each line is stretched to its box in Helvetica's widths, not in glyphs all alike:
+    after narrow letters, a wide word starts where print would put it (in even glyphs it
+    would start 8/11 of the way along), and the line ends at its box's end."""
+    pdf = pikepdf.new()
+    pdf.add_blank_page(page_size=(400, 100))
+    add_text_layer(pdf, pdf.pages[0], iter([Line("illicit WWW", (50, 40, 350, 60))]))
+    pdf.save(tmp_path / "layer.pdf")
+    textpage = pypdfium2.PdfDocument(tmp_path / "layer.pdf")[0].get_textpage()
+    text = textpage.get_text_range()
+    assert text == "illicit WWW"
+    illicit, space, www = 4 * 222 + 222 + 500 + 278, 278, 3 * 944  # Helvetica's AFM widths
+    starts = 50 + 300 * (illicit + space) / (illicit + space + www)  # 180
+    assert abs(textpage.get_charbox(text.index("W"))[0] - starts) < 3
+    assert abs(textpage.get_charbox(len(text) - 1)[2] - 350) < 3
