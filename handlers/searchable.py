@@ -41,6 +41,18 @@ ASCII_WIDTHS = (
 )  # fmt: skip
 
 
+def glyph_width(code: int) -> int:
+    """The layer font's width of the Windows-1252 character `code`: Helvetica's for ASCII,
+    an accented letter's base letter's for the rest of Latin, a mean width otherwise."""
+    if 32 <= code <= 126:
+        return ASCII_WIDTHS[code - 32]
+    base = unicodedata.normalize("NFD", bytes([code]).decode("cp1252", "replace"))[:1]
+    return ASCII_WIDTHS[ord(base) - 32] if " " <= base <= "~" else int(EM * 1000)
+
+
+WIDTHS = tuple(glyph_width(code) for code in range(32, 256))  # the font's /Widths, 32 on
+
+
 def render_pdf(rendition: Rendition) -> bytes | None:
     """The searchable PDF, or None for an input that is neither a PDF nor an image."""
     try:
@@ -294,7 +306,8 @@ def add_text_layer(pdf: pikepdf.Pdf, page: pikepdf.Page, lines: Iterator[Line]) 
     for line in lines:
         matrix, size, length = line_matrix(line)
         encoded = line.text.encode("cp1252", "replace")
-        scale = 100 * length / max(size * sum(map(glyph_width, encoded)) / 1000, 0.01)
+        advance = sum(WIDTHS[code - 32] for code in encoded if code >= 32) / 1000
+        scale = 100 * length / max(size * advance, 0.01)
         literal = encoded.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
         ops += [
             f"{FONT} {size:.3f} Tf {scale:.2f} Tz",
@@ -309,7 +322,7 @@ def add_text_layer(pdf: pikepdf.Pdf, page: pikepdf.Page, lines: Iterator[Line]) 
         Encoding=pikepdf.Name.WinAnsiEncoding,
         FirstChar=32,
         LastChar=255,
-        Widths=[glyph_width(code) for code in range(32, 256)],
+        Widths=list(WIDTHS),  # below 32: none (no width)
     )
     if "/Resources" not in page.obj:  # inherited from the page tree, or none: a copy
         page.obj.Resources = pikepdf.Dictionary(inherited_resources(page.obj))
@@ -322,17 +335,6 @@ def add_text_layer(pdf: pikepdf.Pdf, page: pikepdf.Page, lines: Iterator[Line]) 
     page.contents_add(pikepdf.Stream(pdf, b"q\n"), prepend=True)
     layer = "Q\n" + "\n".join(ops)
     page.contents_add(pikepdf.Stream(pdf, layer.encode("latin-1")), prepend=False)
-
-
-def glyph_width(code: int) -> int:
-    """The layer font's width of the Windows-1252 character `code`: Helvetica's for ASCII,
-    an accented letter's base letter's for the rest of Latin, a mean width otherwise."""
-    if 32 <= code <= 126:
-        return ASCII_WIDTHS[code - 32]
-    if code < 32:
-        return 0
-    base = unicodedata.normalize("NFD", bytes([code]).decode("cp1252", "replace"))[:1]
-    return ASCII_WIDTHS[ord(base) - 32] if " " <= base <= "~" else int(EM * 1000)
 
 
 def inherited_resources(page: pikepdf.Object) -> dict[str, object]:

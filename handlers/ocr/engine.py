@@ -327,17 +327,21 @@ def page_turns(boxes: np.ndarray, labels: list[str]) -> int | None:
     votes = [0.0, 0.0, 0.0, 0.0]  # text length per needed turn: 0, 1, 2, 3 (counterclockwise)
     for box, label in zip(boxes, labels, strict=True):
         flipped = label == "180"
-        if tall(box):
-            votes[3 if flipped else 1] += float(box[:, 1].max() - box[:, 1].min())
-        else:
-            votes[2 if flipped else 0] += float(box[:, 0].max() - box[:, 0].min())
+        turn = (3 if flipped else 1) if tall(box) else (2 if flipped else 0)
+        votes[turn] += max(sides(box))  # its length along the text
     best = max(range(4), key=votes.__getitem__)
     return best if votes[best] > AGREEMENT * sum(votes) else None
 
 
 def tall(box: np.ndarray) -> bool:
     """Whether a line's box (four corners) is higher than it is wide."""
-    return float(box[:, 1].max() - box[:, 1].min()) > float(box[:, 0].max() - box[:, 0].min())
+    width, height = sides(box)
+    return height > width
+
+
+def sides(box: np.ndarray) -> tuple[float, float]:
+    """The width and height of a line's box (four corners)."""
+    return float(box[:, 0].max() - box[:, 0].min()), float(box[:, 1].max() - box[:, 1].min())
 
 
 def lines_of(output: Any) -> list[Line]:
