@@ -111,6 +111,9 @@ class OcrEngine:
                     "Global.log_level": "warning",
                     "Det.limit_type": "max",
                     "Det.limit_side_len": DETECTION_SIDE,
+                    # One line per recognition run: a batch pads every crop to its widest,
+                    # and on dense pages that padding cost more than batching saved.
+                    "Rec.rec_batch_num": 1,
                     "EngineConfig.onnxruntime.intra_op_num_threads": self.settings.threads,
                     "EngineConfig.onnxruntime.inter_op_num_threads": 1,
                     # No memory arena (RapidOCR's default): with one, a worker's memory grew
