@@ -15,7 +15,7 @@ import pikepdf
 import pypdfium2
 from PIL import Image, ImageSequence
 
-from handlers.ocr.engine import OcrEngine, OcrOptions
+from handlers.ocr.engine import DETECTION, ORIENTATION, OcrEngine, OcrOptions
 from tests.helpers import corpus, drop, hotfolder_argv, ocr_text, run_cli, wait_for
 
 FIRST_WORDS = "the evolution of the word processor"  # multi_page.pdf, page 1
@@ -81,6 +81,20 @@ def test_on_an_upright_page_no_wide_line_is_read_upside_down() -> None:
         ]
     assert "discovery and data mining" in read[0]
     assert "but equally acceptable layout" in read[1]
+
+
+def test_every_network_runs_with_subnormal_floats_taken_as_zero() -> None:
+    """The bundled detector holds subnormal weights, which some CPUs compute with many times
+    slower; the detector, the orientation classifier and the recogniser each run with them
+    taken as zero, on the worker's OCR threads."""
+    reader = OcrEngine(OcrOptions(threads=2)).reader()
+    networks = [reader._load_det_model(), reader._load_cls_model(), reader._load_rec_model()]
+    paths = [network.session.session._model_path for network in networks]
+    assert [Path(path).name for path in paths[:2]] == [DETECTION, ORIENTATION]
+    for network in networks:
+        options = network.session.session.get_session_options()
+        assert options.get_session_config_entry("session.set_denormal_as_zero") == "1"
+        assert options.intra_op_num_threads == 2
 
 
 def test_a_hybrid_pdf_keeps_its_text_layer_and_reads_its_scanned_page(
