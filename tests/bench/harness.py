@@ -688,6 +688,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "docling_slim": version("docling-slim"),
         "huey": version("huey"),
+        "onnxruntime": version("onnxruntime"),  # OCR speed moves with it and with the CPU
         "hotfolder_commit": commit + ("+changes" if dirty else ""),
     }
 
