@@ -260,9 +260,9 @@ class OcrEngine:
 def session(model: Path, threads: int) -> Any:
     """An onnxruntime session for `model` on `threads` threads, with subnormal floats taken
     as zero. The bundled detector holds 256,000 subnormal weights, most of them in two 1x1
-    convolutions, and on a CPU that computes with them slowly (this Intel Xeon) those two
-    took 0.7 s of the 1.1 s its network spent on a dense page; taken as zero, 0.4 s in all,
-    to the same text."""
+    convolutions, and on a CPU that computes with them slowly (the Intel Xeon of the
+    2026-12-08 bench runs) those two took 0.7 s of the 1.1 s its network spent on a dense
+    page; taken as zero, 0.4 s in all, to the same text."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()

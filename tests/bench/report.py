@@ -25,7 +25,7 @@ def markdown(results: dict) -> str:
     lines = [
         f"Measured {results['when']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB,"
         f" Linux {m['kernel']}, Python {m['python']}, docling-slim {m['docling_slim']},"
-        f" huey {m['huey']}, onnxruntime {m.get('onnxruntime', '?')},"
+        f" huey {m['huey']}, onnxruntime {m['onnxruntime']},"
         f" hotfolder {m['hotfolder_commit']};"
         f" {results['reps']} repetition(s){', quick run' if results['quick'] else ''}.",
     ]
